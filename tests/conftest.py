@@ -1,0 +1,16 @@
+"""Shared pytest setup: import rsanet first (it makes torchvision importable next to a CPU-only torch)
+and keep every test on small, deterministic CPU settings."""
+import os
+
+import pytest
+import torch
+
+import rsanet  # noqa: F401  (must come before any torchvision import)
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield

@@ -1,0 +1,4 @@
+"""Input pipeline: records -> sampler -> decoder -> transforms -> dataset."""
+from rsanet.data.records import Decoder, VideoRecord
+
+__all__ = ["Decoder", "VideoRecord"]

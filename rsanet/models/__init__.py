@@ -1,0 +1,1 @@
+"""TSN-ResNet backbones with spatio-temporal transforms."""

@@ -157,6 +157,8 @@ class RuntimeConfig:
     progress: bool = True  # show tqdm progress bars on rank 0
     dist_backend: Literal["auto", "nccl", "gloo"] = "auto"  # process group backend; auto = nccl on GPU, gloo on CPU
     dist_timeout_minutes: int = 30  # collective timeout, so that no rank waits forever for a failed one
+    checkpoint_interval: int = 500  # also write last.pth every N optimizer steps inside an epoch (0: epoch ends only)
+    keep_epoch_checkpoints: int = 2  # epoch_NNN.pth files kept besides last.pth and best.pth (fallbacks for resume)
     world_size: int = 1  # derived: number of processes (from torchrun's WORLD_SIZE; any given value is replaced)
 
 

@@ -1,0 +1,172 @@
+"""Dataset preparation: frame extraction with ffmpeg, TSN list files, and FineGym clip cutting.
+
+The logic lives here (testable without ffmpeg); ``tools/prepare_*.py`` are the command-line entry points.
+
+* Frames: ``ffmpeg -i <video> -vf scale=-1:<height> -q:v 1 -start_number <frame_start> <out>/%05d.jpg``,
+  one folder per video, mirroring the video tree (``rgb/x.mp4`` -> ``rgb/x/00001.jpg``), so that the frames
+  backend finds each sample where the video backend found its file, minus the extension.
+* Lists: ``<path> <num_frames> <label>`` lines from an annotation split and the real frame counts.
+* FineGym, two stages as in the release: each event is cut from its YouTube video at the event's absolute
+  timestamps (``<yt>_E_xxxxxx_yyyyyy.mp4``), then each sub-action from its event clip at the timestamps
+  relative to the event start, from the first stage's start to the last stage's end
+  (``<yt>_E_xxxxxx_yyyyyy_A_aaaa_bbbb.mp4``, the clip id of the element files). Cuts re-encode (H.264,
+  no audio), so they are frame accurate.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+from rsanet.data.records import VideoRecord
+
+__all__ = ["find_ffmpeg", "ffmpeg_pattern", "extract_frames_command", "frame_jobs", "run_commands",
+           "count_frames", "list_line", "Cut", "finegym_cut_plan", "cut_command", "read_clip_ids"]
+
+VIDEO_EXTS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v")
+
+
+def find_ffmpeg(name: str = "ffmpeg") -> str:
+    """Path of the ffmpeg executable, or a RuntimeError that says how to install it."""
+    path = shutil.which(name)
+    if path is None:
+        raise RuntimeError(f"`{name}` was not found on PATH. Install it first (e.g. `apt-get install ffmpeg` "
+                           "or `conda install -c conda-forge ffmpeg`), or pass --ffmpeg /path/to/ffmpeg.")
+    return path
+
+
+def ffmpeg_pattern(frame_template: str) -> str:
+    """``data.frame_template`` (Python format, e.g. ``{:05d}.jpg``) as an ffmpeg pattern (``%05d.jpg``)."""
+    pattern, count = re.subn(r"\{(?::0?(\d*)d)?\}", lambda m: f"%0{m.group(1)}d" if m.group(1) else "%d",
+                             frame_template)
+    if count != 1 or "{" in pattern or "}" in pattern:
+        raise ValueError(f"frame template {frame_template!r} must hold exactly one {{}} or {{:0Nd}} field")
+    return pattern
+
+
+def extract_frames_command(ffmpeg: str, video: Path, out_dir: Path, height: int = 256, quality: int = 1,
+                           frame_template: str = "{:05d}.jpg", frame_start: int = 1) -> list[str]:
+    """The ffmpeg command that writes every frame of ``video`` as JPEG into ``out_dir``."""
+    return [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(video),
+            "-vf", f"scale=-1:{height}", "-q:v", str(quality), "-start_number", str(frame_start),
+            str(out_dir / ffmpeg_pattern(frame_template))]
+
+
+def frame_jobs(video_root: Path, frame_root: Path, exts: Sequence[str] = VIDEO_EXTS,
+               skip_done: bool = True) -> list[tuple[Path, Path]]:
+    """(video, frame folder) pairs for every video under ``video_root``, mirroring the tree."""
+    jobs = []
+    for video in sorted(p for p in video_root.rglob("*") if p.suffix.lower() in exts and p.is_file()):
+        out = frame_root / video.relative_to(video_root).with_suffix("")
+        if skip_done and out.is_dir() and any(out.iterdir()):
+            continue
+        jobs.append((video, out))
+    return jobs
+
+
+def run_commands(commands: Iterable[list[str]], workers: int = 4,
+                 make_dirs: Iterable[Optional[Path]] = ()) -> list[tuple[list[str], str]]:
+    """Run commands in a thread pool; returns (command, error text) for each that failed."""
+    commands, dirs = list(commands), list(make_dirs)
+    for d in dirs:
+        if d is not None:
+            d.mkdir(parents=True, exist_ok=True)
+
+    def one(cmd: list[str]) -> Optional[tuple[list[str], str]]:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        return None if proc.returncode == 0 else (cmd, proc.stderr.strip()[-500:])
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        return [r for r in pool.map(one, commands) if r is not None]
+
+
+def count_frames(decoder, record: VideoRecord) -> int:
+    """Real frame count of a sample through its decoder (``frame_count``), lowered to a listed count."""
+    n = decoder.frame_count(record)
+    if n <= 0:
+        raise ValueError(f"{record.path}: no frames")
+    return n if record.num_frames <= 0 else min(n, record.num_frames)
+
+
+def list_line(record: VideoRecord, num_frames: int) -> str:
+    """``<path> <num_frames> <label>``; trimmed spans cannot be written in this format."""
+    if record.start > 0 or (record.end is not None and record.end < num_frames):
+        raise ValueError(f"{record.path}: a list file cannot hold the trimmed span [{record.start}, {record.end})")
+    return f"{record.path} {num_frames} {record.label}"
+
+
+# ---------------------------------------------------------------------------------------------- FineGym
+@dataclass(frozen=True)
+class Cut:
+    """Cut ``src`` from ``start`` to ``end`` seconds into ``dst``."""
+
+    src: Path
+    dst: Path
+    start: float
+    end: float
+
+
+def _span(entry: dict, where: str) -> tuple[float, float]:
+    stamps = entry.get("timestamps")
+    if not stamps or not all(isinstance(s, (list, tuple)) and len(s) == 2 for s in stamps):
+        raise ValueError(f"{where}: expected 'timestamps' as a list of [start, end] pairs, got {stamps!r}")
+    start, end = float(stamps[0][0]), float(stamps[-1][1])
+    if end <= start:
+        raise ValueError(f"{where}: empty time span [{start}, {end}]")
+    return start, end
+
+
+def finegym_cut_plan(annotation: dict, raw_dir: Path, event_dir: Path, clip_dir: Path,
+                     only: Optional[set[str]] = None, ext: str = "mp4") -> tuple[list[Cut], list[Cut], list[str]]:
+    """(event cuts, sub-action cuts, YouTube ids without a raw video) from the FineGym annotation JSON.
+
+    ``annotation`` maps ``youtube id -> {event id: {"timestamps": [[s, e]], "segments": {action id:
+    {"timestamps": [[s, e], ...]}}}}``. ``only`` restricts the sub-actions to these clip ids (e.g. those of the
+    element files) and the events to the ones they need.
+    """
+    listing = {p.stem: p for p in raw_dir.iterdir() if p.suffix.lower() in VIDEO_EXTS} if raw_dir.is_dir() else {}
+    events, actions, missing = [], [], []
+    for yt, yt_events in sorted(annotation.items()):
+        raw = listing.get(yt)
+        needed_here = []
+        for event_id, event in sorted((yt_events or {}).items()):
+            event_name = f"{yt}_{event_id}"
+            wanted = []
+            for action_id, action in sorted((event.get("segments") or {}).items()):
+                clip_id = f"{event_name}_{action_id}"
+                if only is None or clip_id in only:
+                    s, e = _span(action, clip_id)
+                    wanted.append(Cut(event_dir / f"{event_name}.{ext}", clip_dir / f"{clip_id}.{ext}", s, e))
+            if wanted:
+                s, e = _span(event, event_name)
+                needed_here.append((Cut(raw, event_dir / f"{event_name}.{ext}", s, e) if raw else None, wanted))
+        if not needed_here:
+            continue
+        if raw is None:
+            missing.append(yt)
+            continue
+        for event_cut, wanted in needed_here:
+            events.append(event_cut)
+            actions.extend(wanted)
+    return events, actions, missing
+
+
+def cut_command(ffmpeg: str, cut: Cut) -> list[str]:
+    """Frame-accurate re-encoding cut (H.264, no audio)."""
+    return [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-ss", f"{cut.start:.3f}",
+            "-i", str(cut.src), "-t", f"{cut.end - cut.start:.3f}", "-map", "0:v:0", "-c:v", "libx264",
+            "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p", "-an", str(cut.dst)]
+
+
+def read_clip_ids(paths: Sequence[Path]) -> set[str]:
+    """Clip ids (first field) of FineGym element files."""
+    ids = set()
+    for path in paths:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"element file not found: {path}")
+        ids.update(line.split()[0] for line in Path(path).read_text().splitlines() if line.strip())
+    return ids

@@ -1,0 +1,79 @@
+"""Data loaders of the engine: a resumable distributed sampler for training, a padded one for evaluation,
+and the unreadable-sample budget (``data.max_bad_fraction``)."""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from rsanet.config import Config
+from rsanet.dist import DistContext
+
+__all__ = ["ResumableDistributedSampler", "build_train_loader", "build_eval_loader", "check_bad_fraction",
+           "to_device"]
+
+
+class ResumableDistributedSampler(DistributedSampler):
+    """A ``DistributedSampler`` that can start an epoch after its first ``skip`` samples.
+
+    The order of an epoch depends only on ``(seed, epoch)``, so a run resumed in the middle of an epoch
+    sees exactly the samples the interrupted run had not seen yet. ``skip`` applies to the next epoch
+    iterated and is then reset to 0.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, shuffle: bool, seed: int,
+                 drop_last: bool):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed,
+                         drop_last=drop_last)
+        self.skip = 0
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(super().__iter__())
+        skip, self.skip = self.skip, 0
+        return iter(indices[skip:])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.skip
+
+
+def _loader_kwargs(cfg: Config, ctx: DistContext) -> dict:
+    workers = cfg.data.num_workers
+    return {"num_workers": workers, "pin_memory": cfg.data.pin_memory and ctx.device.type == "cuda",
+            "persistent_workers": workers > 0}
+
+
+def build_train_loader(dataset: Dataset, cfg: Config, ctx: DistContext) -> tuple[DataLoader, ResumableDistributedSampler]:
+    """Shuffled, sharded, full batches of ``train.batch_size`` clips per process (the remainder is dropped)."""
+    sampler = ResumableDistributedSampler(dataset, ctx.world_size, ctx.rank, shuffle=True,
+                                          seed=cfg.runtime.seed, drop_last=True)
+    per_step = cfg.train.batch_size * cfg.train.accumulate
+    if sampler.num_samples < per_step:
+        raise ValueError(f"the training split has {len(dataset)} clips: too few for one optimizer step of "
+                         f"train.batch_size={cfg.train.batch_size} x train.accumulate={cfg.train.accumulate} "
+                         f"clips on each of {ctx.world_size} processes")
+    loader = DataLoader(dataset, batch_size=cfg.train.batch_size, sampler=sampler, drop_last=True,
+                        **_loader_kwargs(cfg, ctx))
+    return loader, sampler
+
+
+def build_eval_loader(dataset: Dataset, cfg: Config, ctx: DistContext) -> DataLoader:
+    """Every sample once, in order, sharded over processes; the sampler pads the last shard by repeating
+    samples, and the evaluation drops those duplicates by sample index."""
+    sampler = ResumableDistributedSampler(dataset, ctx.world_size, ctx.rank, shuffle=False,
+                                          seed=cfg.runtime.seed, drop_last=False)
+    return DataLoader(dataset, batch_size=cfg.test.batch_size, sampler=sampler, drop_last=False,
+                      **_loader_kwargs(cfg, ctx))
+
+
+def check_bad_fraction(replaced: float, total: float, max_fraction: float, split: str) -> None:
+    """Raise ``rsanet.data.BadDataError`` when ``replaced / total`` exceeds ``data.max_bad_fraction``."""
+    from rsanet.data import check_bad_fraction as check
+    check(int(replaced), int(total), max_fraction, split)
+
+
+def to_device(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(clip (B, C, T, H, W), label (B,))`` of a collated batch on ``device``."""
+    clip = batch["clip"].to(device, non_blocking=True)
+    label = torch.as_tensor(batch["label"]).to(device, non_blocking=True)
+    return clip, label

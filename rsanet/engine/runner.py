@@ -1,0 +1,358 @@
+"""``run_training`` and ``run_test``: the engine pieces composed into a full (distributed) run.
+
+Order of a run: everything that can fail on bad input (config, dataset files, pretrained weights, the
+work dir, the checkpoint to resume) is checked first; only then is the process group created, so a
+mistake never leaves ranks waiting for each other.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from rsanet.config import Config, config_to_dict, dump_config, validate
+from rsanet.dist import (DistContext, all_gather_object, barrier, broadcast_buffers, destroy_distributed,
+                         env_world_size, init_distributed)
+from rsanet.engine.checkpoint import (CHECKPOINT_FORMAT, CheckpointError, capture_rng_state, find_resume_checkpoint,
+                                      link_checkpoint, load_checkpoint, model_state_from_checkpoint,
+                                      prune_epoch_checkpoints, restore_rng_state, save_checkpoint)
+from rsanet.engine.evaluate import EvalResult, evaluate, format_metrics
+from rsanet.engine.loaders import build_eval_loader, build_train_loader
+from rsanet.engine.optim import build_criterion, build_optimizer, build_scheduler
+from rsanet.engine.train import TrainParts, TrainState, train_one_epoch
+from rsanet.logging import RunLogger
+from rsanet.metrics import save_scores
+
+__all__ = ["run_training", "run_test", "seed_everything", "configure_determinism", "prepare_model"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Setup helpers.
+# ------------------------------------------------------------------------------------------------
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def configure_determinism(deterministic: bool) -> None:
+    """Deterministic kernels (bit-exact resume on CPU) or the fastest ones (cuDNN autotuning, TF32)."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
+    if torch.cuda.is_available() and not deterministic:
+        torch.set_float32_matmul_precision("high")
+
+
+def _build_datasets(cfg: Config, splits: list[str]) -> dict:
+    from rsanet.data import build_dataset
+    return {s: build_dataset(cfg, s) for s in dict.fromkeys(splits)}
+
+
+def _check_pretrained(cfg: Config) -> None:
+    path = cfg.model.pretrained
+    if path and not Path(path).is_file():
+        raise FileNotFoundError(f"model.pretrained: ImageNet weights not found: {path} (see pretrained/README.md, "
+                                "or set model.pretrained=null to train from scratch)")
+
+
+def prepare_model(cfg: Config, ctx: DistContext, train: bool) -> nn.Module:
+    """``build_model(cfg)`` on this process's device, channels-last and SyncBatchNorm as configured."""
+    from rsanet.models import build_model
+    net = build_model(cfg)
+    if train and cfg.train.sync_bn and ctx.distributed:
+        if ctx.device.type == "cuda":
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    net = net.to(ctx.device)
+    if cfg.train.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    return net
+
+
+def _wrap(net: nn.Module, cfg: Config, ctx: DistContext) -> nn.Module:
+    model = net
+    if cfg.train.compile:
+        model = torch.compile(model)
+    if ctx.distributed:
+        ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return model
+
+
+# ------------------------------------------------------------------------------------------------
+# Checkpoint state.
+# ------------------------------------------------------------------------------------------------
+def _checkpoint_state(parts: TrainParts, state: TrainState) -> dict:
+    """The checkpoint dict; a collective (gathers every rank's RNG state), so call it on every rank."""
+    rng = all_gather_object(capture_rng_state())
+    counters = {k: v for k, v in asdict(state).items() if k != "last_checkpoint"}
+    return {"format": CHECKPOINT_FORMAT, "model": parts.net.state_dict(), "optimizer": parts.optimizer.state_dict(),
+            "scheduler": parts.scheduler.state_dict(),
+            "scaler": parts.scaler.state_dict() if parts.scaler is not None else None,
+            "steps_per_epoch": parts.steps_per_epoch, "world_size": parts.ctx.world_size, "rng": rng,
+            "config": config_to_dict(parts.cfg), **counters}
+
+
+def _save(parts: TrainParts, state: TrainState, work_dir: Path, epoch_end: bool, is_best: bool) -> None:
+    """Write last.pth (rank 0), and at epoch ends link epoch_NNN.pth (and best.pth) to it."""
+    ckpt = _checkpoint_state(parts, state)
+    if parts.ctx.is_main:
+        last = save_checkpoint(ckpt, work_dir / "last.pth")
+        if epoch_end and parts.cfg.runtime.keep_epoch_checkpoints > 0:
+            link_checkpoint(last, work_dir / f"epoch_{state.epoch:03d}.pth")
+            prune_epoch_checkpoints(work_dir, parts.cfg.runtime.keep_epoch_checkpoints)
+        if is_best:
+            link_checkpoint(last, work_dir / "best.pth")
+        where = f"epoch {state.epoch}" + (f" + {state.step_in_epoch} steps" if state.step_in_epoch else "")
+        parts.logger.info(f"saved {last} ({where})" + (" and best.pth" if is_best else ""))
+    state.last_checkpoint = str(work_dir / "last.pth")
+    barrier()
+
+
+def _restore(parts: TrainParts, ckpt: dict, path: Path, state: TrainState) -> Optional[dict]:
+    """Load a training checkpoint into ``parts`` / ``state``; return this rank's RNG state to restore."""
+    parts.net.load_state_dict(ckpt["model"])
+    parts.optimizer.load_state_dict(ckpt["optimizer"])
+    if ckpt["steps_per_epoch"] == parts.steps_per_epoch:
+        parts.scheduler.load_state_dict(ckpt["scheduler"])
+    else:
+        parts.logger.warning(f"{path}: {ckpt['steps_per_epoch']} steps per epoch then, {parts.steps_per_epoch} now "
+                             "(another world size or batch): the LR schedule continues from the same epoch")
+        ckpt["step_in_epoch"] = 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
+            for _ in range(ckpt["epoch"] * parts.steps_per_epoch):
+                parts.scheduler.step()
+    if parts.scaler is not None and ckpt.get("scaler"):
+        parts.scaler.load_state_dict(ckpt["scaler"])
+    for key in ("epoch", "step_in_epoch", "global_step", "best_top1", "best_epoch", "last_top1"):
+        setattr(state, key, ckpt[key])
+    state.last_checkpoint = str(path)
+    rng = ckpt["rng"]
+    if len(rng) == parts.ctx.world_size and ckpt["steps_per_epoch"] == parts.steps_per_epoch:
+        return rng[parts.ctx.rank]
+    seed_everything(parts.cfg.runtime.seed + parts.ctx.rank + 1000 * state.epoch)
+    return None
+
+
+def _config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _config_changes(a, b, f"{prefix}{key}.")
+        elif a != b and not key.startswith(("world_size", "work_dir", "scaled_lr", "total_batch")):
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
+
+
+def _resolve_resume(work_dir: Path, resume: Optional[str]) -> Optional[tuple[Path, dict]]:
+    """The checkpoint to continue from, checked before any process group exists."""
+    if resume is None:
+        existing = [p.name for p in (work_dir / "last.pth", work_dir / "best.pth") if p.exists()]
+        if existing:
+            raise FileExistsError(f"work dir {work_dir} already holds {existing}: pass --resume auto to continue "
+                                  "that run, or choose another --work-dir")
+        return None
+    if resume == "auto":
+        return find_resume_checkpoint(work_dir)
+    return Path(resume), load_checkpoint(resume)
+
+
+# ------------------------------------------------------------------------------------------------
+# Training.
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class _Run:
+    parts: TrainParts
+    state: TrainState
+    train_loader: object
+    train_sampler: object
+    val_loader: object
+    val_set: object
+    work_dir: Path
+
+
+def _setup(cfg: Config, ctx: DistContext, work_dir: Path, datasets: dict, resumed) -> tuple[_Run, Optional[dict]]:
+    logger = RunLogger(work_dir, ctx.rank, cfg.runtime.tensorboard)
+    if ctx.is_main:
+        dump_config(cfg, work_dir / "config.yaml")
+    logger.info(f"work dir {work_dir}; {ctx.world_size} process(es) on {ctx.device}; total batch "
+                f"{cfg.train.total_batch} = {cfg.train.batch_size} x {ctx.world_size} x {cfg.train.accumulate}; "
+                f"lr {cfg.train.scaled_lr:g} (= {cfg.train.lr:g} x {cfg.train.total_batch}/{cfg.train.lr_reference_batch})")
+    seed_everything(cfg.runtime.seed)  # same initial weights on every rank
+    model_cfg = copy.deepcopy(cfg)
+    if resumed is not None:
+        model_cfg.model.pretrained = None  # the checkpoint replaces every weight
+    net = prepare_model(model_cfg, ctx, train=True)
+    train_loader, train_sampler = build_train_loader(datasets[cfg.train.split], cfg, ctx)
+    steps = len(train_loader) // cfg.train.accumulate
+    optimizer = build_optimizer(cfg, net)
+    scaler = torch.amp.GradScaler(ctx.device.type) if cfg.train.amp == "fp16" else None
+    parts = TrainParts(cfg, ctx, net, net, build_criterion(cfg).to(ctx.device), optimizer,
+                       build_scheduler(cfg, optimizer, steps), scaler, logger, steps)
+    state, rng = TrainState(), None
+    if resumed is not None:
+        path, ckpt = resumed
+        for change in _config_changes(ckpt["config"], config_to_dict(cfg)):
+            logger.warning(f"config differs from the checkpoint's: {change}")
+        rng = _restore(parts, ckpt, path, state)
+        logger.info(f"resumed from {path}: epoch {state.epoch}, step {state.step_in_epoch}/{steps}, "
+                    f"best top1 {state.best_top1:.2f}")
+    else:
+        seed_everything(cfg.runtime.seed + ctx.rank)
+    parts.model = _wrap(net, cfg, ctx)
+    val_set = datasets[cfg.train.val_split]
+    run = _Run(parts, state, train_loader, train_sampler, build_eval_loader(val_set, cfg, ctx), val_set, work_dir)
+    parts.save_last = lambda: _save(parts, state, work_dir, epoch_end=False, is_best=False)
+    return run, rng
+
+
+def _validate_epoch(run: _Run) -> bool:
+    """Evaluate, update best/last top-1 and log both. Returns True when this is a new best."""
+    parts, state, cfg = run.parts, run.state, run.parts.cfg
+    broadcast_buffers(parts.net)  # BN statistics of rank 0 (the ones saved) on every rank
+    result = evaluate(parts.net, run.val_loader, run.val_set, cfg, parts.ctx, split=cfg.train.val_split)
+    top1 = result.metrics["top1"]
+    if top1 is None:
+        raise ValueError(f"the validation split `{cfg.train.val_split}` has no labels: set train.val_split")
+    state.last_top1 = top1
+    is_best = top1 > state.best_top1
+    if is_best:
+        state.best_top1, state.best_epoch = top1, state.epoch
+    m = result.metrics
+    parts.logger.record("val", state.global_step, epoch=state.epoch, top1=m["top1"], top5=m["top5"],
+                        mean_class_accuracy=m["mean_class_accuracy"], best_top1=state.best_top1,
+                        best_epoch=state.best_epoch)
+    parts.logger.info(f"epoch {state.epoch}/{cfg.train.epochs} validation: {format_metrics(m)} | "
+                      f"last top1 {state.last_top1:.2f} | best top1 {state.best_top1:.2f} (epoch {state.best_epoch})")
+    return is_best
+
+
+def _epoch_loop(run: _Run, rng: Optional[dict], stop_after: Optional[int]) -> bool:
+    parts, state, cfg = run.parts, run.state, run.parts.cfg
+    mid_epoch = state.step_in_epoch > 0
+    if rng is not None and not mid_epoch:
+        restore_rng_state(rng)  # captured at an epoch end, before the next epoch's loader iterator
+    while state.epoch < cfg.train.epochs:
+        run.train_sampler.set_epoch(state.epoch)
+        run.train_sampler.skip = state.step_in_epoch * cfg.train.accumulate * cfg.train.batch_size
+        done = train_one_epoch(parts, state, run.train_loader, rng if mid_epoch else None, stop_after)
+        mid_epoch = False
+        if not done:
+            parts.logger.info(f"stopped after {state.global_step} steps (stop_after)")
+            return False
+        state.epoch, state.step_in_epoch = state.epoch + 1, 0
+        is_best = False
+        if state.epoch % cfg.train.eval_every == 0 or state.epoch == cfg.train.epochs:
+            is_best = _validate_epoch(run)
+        _save(parts, state, run.work_dir, epoch_end=True, is_best=is_best)
+    return True
+
+
+def run_training(cfg: Config, work_dir: str | os.PathLike | None = None, resume: Optional[str] = None,
+                 stop_after: Optional[int] = None) -> dict:
+    """Train ``cfg`` (single process, or one rank of a torchrun job) and return a summary dict.
+
+    ``resume``: None (the work dir must hold no checkpoint), ``"auto"`` (continue from ``last.pth``, or the
+    newest readable epoch checkpoint, or start fresh when there is none) or a checkpoint path.
+    ``stop_after``: stop, as if killed, after that many optimizer steps in total (tests of crash recovery).
+    """
+    work_dir = Path(work_dir or cfg.runtime.work_dir)
+    cfg = copy.deepcopy(cfg)
+    cfg.runtime.work_dir = str(work_dir)
+    world = env_world_size()
+    if world != cfg.runtime.world_size:
+        validate(cfg, world_size=world)
+    datasets = _build_datasets(cfg, [cfg.train.split, cfg.train.val_split])  # missing files fail here
+    _check_pretrained(cfg)
+    resumed = _resolve_resume(work_dir, resume)
+    configure_determinism(cfg.runtime.deterministic)
+    ctx = init_distributed(cfg.runtime.device, cfg.runtime.dist_backend, cfg.runtime.dist_timeout_minutes)
+    run = None
+    try:
+        run, rng = _setup(cfg, ctx, work_dir, datasets, resumed)
+        finished = _epoch_loop(run, rng, stop_after)
+        s = run.state
+        if finished:
+            run.parts.logger.info(f"training done: last top1 {s.last_top1:.2f}, best top1 {s.best_top1:.2f} "
+                                  f"(epoch {s.best_epoch}); checkpoints in {work_dir}")
+        return {"work_dir": str(work_dir), "finished": finished, "epoch": s.epoch, "global_step": s.global_step,
+                "best_top1": s.best_top1, "best_epoch": s.best_epoch, "last_top1": s.last_top1}
+    except Exception as e:
+        if run is not None:
+            run.parts.logger.error(f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        if run is not None:
+            run.parts.logger.close()
+        destroy_distributed()
+
+
+# ------------------------------------------------------------------------------------------------
+# Testing.
+# ------------------------------------------------------------------------------------------------
+def _load_for_test(cfg: Config, ctx: DistContext, checkpoint: Path, logger: RunLogger) -> nn.Module:
+    state_dict, stored = model_state_from_checkpoint(checkpoint)
+    if stored is not None:
+        for change in _config_changes(stored.get("model", {}), config_to_dict(cfg.model), "model."):
+            logger.warning(f"model config differs from the checkpoint's: {change}")
+    net = prepare_model(cfg, ctx, train=False)
+    try:
+        net.load_state_dict(state_dict)
+    except RuntimeError as e:
+        raise CheckpointError(f"{checkpoint} does not fit the model of this config: {e}") from None
+    return net
+
+
+def run_test(cfg: Config, checkpoint: str | os.PathLike, work_dir: str | os.PathLike | None = None) -> dict:
+    """Multi-view test of ``checkpoint`` on ``test.split``; writes ``test_metrics.json`` (and ``scores.npz``
+    when ``test.save_scores``) to ``work_dir`` (default: the checkpoint's folder) and returns the metrics."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
+    work_dir = Path(work_dir) if work_dir else checkpoint.parent
+    cfg = copy.deepcopy(cfg)
+    cfg.model.pretrained = None  # every weight comes from the checkpoint
+    world = env_world_size()
+    if world != cfg.runtime.world_size:
+        validate(cfg, world_size=world)
+    dataset = _build_datasets(cfg, [cfg.test.split])[cfg.test.split]
+    configure_determinism(cfg.runtime.deterministic)
+    ctx = init_distributed(cfg.runtime.device, cfg.runtime.dist_backend, cfg.runtime.dist_timeout_minutes)
+    logger = RunLogger(work_dir, ctx.rank, tensorboard=False, log_name="test.log", jsonl=False)
+    try:
+        net = _load_for_test(cfg, ctx, checkpoint, logger)
+        result = evaluate(net, build_eval_loader(dataset, cfg, ctx), dataset, cfg, ctx, split=cfg.test.split)
+        if ctx.is_main:
+            _write_test_outputs(result, cfg, checkpoint, work_dir, dataset)
+        logger.info(f"{checkpoint} on `{cfg.test.split}` ({cfg.test.clips} clips x {cfg.test.crops} crops): "
+                    f"{format_metrics(result.metrics)}")
+        return result.metrics
+    finally:
+        logger.close()
+        destroy_distributed()
+
+
+def _write_test_outputs(result: EvalResult, cfg: Config, checkpoint: Path, work_dir: Path, dataset) -> None:
+    metrics = dict(result.metrics, split=cfg.test.split, clips=cfg.test.clips, crops=cfg.test.crops,
+                   checkpoint=str(checkpoint))
+    if cfg.test.save_scores:
+        path = save_scores(work_dir / "scores.npz", result.video_ids, result.labels, result.scores, result.views,
+                           getattr(dataset, "classes", None))
+        metrics["scores"] = str(path)
+    tmp = work_dir / "test_metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    os.replace(tmp, work_dir / "test_metrics.json")

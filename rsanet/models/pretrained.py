@@ -1,0 +1,132 @@
+"""ImageNet initialisation of a TSN-ResNet from a torchvision ResNet checkpoint.
+
+Every tensor of the checkpoint is loaded, except the classifier (``fc``) and the 3x3 convs that a transform
+replaced; those are reported as skipped. Any other missing or unexpected key, or a shape mismatch, is an
+error that names the keys (and, for a checkpoint of another depth, says which ResNet it looks like).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+_MAX_LISTED = 20  # keys named in one error message before "... and N more"
+
+
+@dataclass
+class PretrainedReport:
+    """What :func:`load_pretrained` did: ``loaded`` tensor keys and ``skipped`` module names (sorted)."""
+
+    path: str
+    loaded: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # e.g. ["fc", "layer1.2.conv2", ...]
+
+
+class PretrainedMismatchError(RuntimeError):
+    """The checkpoint does not fit the model (missing/unexpected keys or shape mismatches)."""
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file: a raw state dict or one under ``state_dict``/``model``; ``module.`` stripped.
+
+    Loaded with ``weights_only=True`` (no code from the file is run).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained checkpoint not found: {path} (see pretrained/README.md)")
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise PretrainedMismatchError(f"{path}: expected a state dict of tensors, got {type(obj).__name__}")
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}
+
+
+def describe_resnet(keys) -> str:
+    """A guess at the ResNet a state dict belongs to, e.g. 'resnet18-like (basic blocks [2, 2, 2, 2])'."""
+    blocks = [0, 0, 0, 0]
+    bottleneck = False
+    for k in keys:
+        m = re.match(r"layer([1-4])\.(\d+)\.(conv\d)\.", k)
+        if m:
+            stage, idx = int(m.group(1)) - 1, int(m.group(2))
+            blocks[stage] = max(blocks[stage], idx + 1)
+            bottleneck |= m.group(3) == "conv3"
+    kind = "bottleneck" if bottleneck else "basic"
+    names = {("basic", (2, 2, 2, 2)): "resnet18", ("basic", (3, 4, 6, 3)): "resnet34",
+             ("bottleneck", (3, 4, 6, 3)): "resnet50", ("bottleneck", (3, 4, 23, 3)): "resnet101",
+             ("bottleneck", (3, 8, 36, 3)): "resnet152"}
+    name = names.get((kind, tuple(blocks)), "an unknown ResNet")
+    return f"{name} ({kind} blocks {blocks})"
+
+
+def _listed(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_MAX_LISTED])
+    return shown + (f", ... and {len(keys) - _MAX_LISTED} more" if len(keys) > _MAX_LISTED else "")
+
+
+def _skipped_module(key: str, replaced: set[str]) -> str | None:
+    """The skipped module a key belongs to (``fc`` or a replaced conv), or None."""
+    module = key.rsplit(".", 1)[0]
+    if module == "fc":
+        return "fc"
+    for name in replaced:
+        if module == name or module.startswith(name + "."):
+            return name
+    return None
+
+
+def load_pretrained(model: nn.Module, path: str | os.PathLike) -> PretrainedReport:
+    """Copy the torchvision ResNet weights at ``path`` into ``model`` (a :class:`TSNResNet`), strictly.
+
+    Skipped (and reported): ``fc`` and the convs listed in ``model.replaced``. They keep their own init.
+    """
+    ckpt = read_state_dict(path)
+    own = model.state_dict()
+    replaced = set(getattr(model, "replaced", []))
+    report = PretrainedReport(path=str(path))
+    unexpected, mismatched = [], []
+    for key, value in ckpt.items():
+        if _skipped_module(key, replaced) is not None:
+            continue
+        if key not in own:
+            unexpected.append(key)
+        elif own[key].shape != value.shape:
+            mismatched.append(f"{key} (checkpoint {tuple(value.shape)}, model {tuple(own[key].shape)})")
+    missing = [k for k in own if k not in ckpt and _skipped_module(k, replaced) is None]
+    if unexpected or missing or mismatched:
+        _raise_mismatch(path, model, ckpt, unexpected, missing, mismatched)
+
+    to_load = {k: v for k, v in ckpt.items() if _skipped_module(k, replaced) is None}
+    with torch.no_grad():
+        for key, value in to_load.items():
+            own[key].copy_(value)
+    report.loaded = sorted(to_load)
+    report.skipped = sorted({"fc"} | replaced)
+    log.info("loaded %d tensors from %s; skipped (kept their own init): %s", len(report.loaded), path,
+             ", ".join(report.skipped))
+    return report
+
+
+def _raise_mismatch(path, model, ckpt, unexpected, missing, mismatched) -> None:
+    arch_ckpt, arch_model = describe_resnet(ckpt), describe_resnet(model.state_dict())
+    lines = [f"pretrained checkpoint {path} does not fit the model"]
+    if arch_ckpt.split(" ")[0] != arch_model.split(" ")[0]:
+        lines[0] += f": the checkpoint looks like {arch_ckpt}, the model is {arch_model}"
+    if unexpected:
+        lines.append(f"unexpected keys ({len(unexpected)}): {_listed(unexpected)}")
+    if missing:
+        lines.append(f"missing keys ({len(missing)}): {_listed(missing)}")
+    if mismatched:
+        lines.append(f"shape mismatches ({len(mismatched)}): {_listed(mismatched)}")
+    raise PretrainedMismatchError("\n  ".join(lines))

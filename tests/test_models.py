@@ -1,0 +1,217 @@
+"""TSN-ResNet: torchvision equivalence, TSN consensus, every Table 2 transform in resnet18/50 (forward and
+backward), stochastic depth statistics, activation checkpointing and initialisation."""
+import copy
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from rsanet.config import load_config
+from rsanet.models import TSNResNet, build_model
+
+TRANSFORMS = ["rsa", "conv2d", "conv3d", "conv2plus1d", "self_attention"]
+
+
+def tiny_cfg(arch="resnet50", *opts):
+    # Positions include stride-2 blocks (block 0 of stages 2 and 4) for resnet50.
+    positions = "[[2],[0,1],[1],[0]]" if arch == "resnet50" else "[[1],[0],[1],[1]]"
+    return load_config(None, [f"model.arch={arch}", "model.width=16", "model.num_classes=5",
+                              f"model.transform.positions={positions}", "model.transform.kernel_size=[3,3,3]",
+                              "model.dropout=0.0", "model.stochastic_depth=0.0", *opts], world_size=1)
+
+
+def randomize_bn(model: nn.Module, gen: torch.Generator) -> None:
+    """Non-trivial BN affine parameters and statistics (also undoes the zero-init of the last gammas)."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.data = torch.rand(m.weight.shape, generator=gen) + 0.5
+            m.bias.data = torch.randn(m.bias.shape, generator=gen) * 0.1
+            m.running_mean = torch.randn(m.running_mean.shape, generator=gen) * 0.1
+            m.running_var = torch.rand(m.running_var.shape, generator=gen) + 0.5
+
+
+def test_conv2d_resnet50_matches_torchvision_per_frame(tmp_path):
+    gen = torch.Generator().manual_seed(1)
+    tv = torchvision.models.resnet50(num_classes=1000)
+    randomize_bn(tv, gen)
+    path = tmp_path / "resnet50_random.pth"
+    torch.save(tv.state_dict(), path)
+
+    cfg = load_config(None, ["model.transform.type=conv2d", f"model.pretrained={path}", "model.num_classes=1000"],
+                      world_size=1)
+    model = build_model(cfg)
+    assert model.pretrained_report.skipped == ["fc"]  # conv2d replaces nothing; the classifier is never loaded
+    model.fc.load_state_dict(tv.fc.state_dict())
+    model.eval().double()
+    tv.eval().double()
+
+    x = torch.randn(2, 3, 3, 64, 64, generator=gen, dtype=torch.float64)  # (B, C, T, H, W)
+    with torch.no_grad():
+        frame_logits = model.fc(model.features(x)).reshape(2, 3, -1)  # (B*T, K) -> (B, T, K)
+        expected = torch.stack([tv(x[:, :, i]) for i in range(3)], dim=1)  # each frame alone: (B, T, K)
+        clip_logits = model(x)
+    assert expected.abs().max() > 1.0  # a meaningful comparison, not of near-zero logits
+    torch.testing.assert_close(frame_logits, expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(clip_logits, expected.mean(dim=1), rtol=0, atol=1e-5)  # TSN average consensus
+
+
+def test_module_names_follow_torchvision():
+    for arch in ["resnet18", "resnet34", "resnet50", "resnet101"]:
+        with torch.device("meta"):
+            ours = build_model(load_config(None, [f"model.arch={arch}", "model.transform.type=conv2d",
+                                                  "model.transform.positions=[[],[],[],[]]",
+                                                  "model.num_classes=1000"], world_size=1))
+            ref = getattr(torchvision.models, arch)()
+        assert list(ours.state_dict()) == list(ref.state_dict())
+        assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+@pytest.mark.parametrize("kind", TRANSFORMS)
+def test_forward_backward_each_transform(arch, kind):
+    model = build_model(tiny_cfg(arch, f"model.transform.type={kind}"))
+    randomize_bn(model, torch.Generator().manual_seed(2))  # non-zero last gammas, so gradients reach conv2
+    model.train()
+    x = torch.randn(2, 3, 4, 32, 32)
+    out = model(x)
+    assert out.shape == (2, 5) and torch.isfinite(out).all()
+    out.square().mean().backward()
+    expected = [] if kind == "conv2d" else (["layer1.2.conv2", "layer2.0.conv2", "layer2.1.conv2", "layer3.1.conv2",
+                                             "layer4.0.conv2"] if arch == "resnet50" else
+                                            ["layer1.1.conv2", "layer2.0.conv2", "layer3.1.conv2", "layer4.1.conv2"])
+    assert model.replaced == expected
+    for name in expected:
+        params = list(model.get_submodule(name).named_parameters())
+        assert params, f"{name} has no parameters"
+        for pname, p in params:
+            assert p.grad is not None and torch.isfinite(p.grad).all(), f"{name}.{pname}"
+        assert sum(p.grad.abs().sum() for _, p in params) > 0, f"no gradient reaches {name}"
+    for p in model.parameters():
+        assert p.grad is None or torch.isfinite(p.grad).all()
+
+
+def test_transform_blocks_keep_resolution_and_stride():
+    model = build_model(tiny_cfg("resnet50"))
+    shapes = {}
+    hooks = [model.get_submodule(n).register_forward_hook(
+        lambda m, i, o, n=n: shapes.__setitem__(n, (tuple(i[0].shape), tuple(o.shape)))) for n in model.replaced]
+    model.eval()(torch.randn(2, 3, 4, 32, 32))
+    for h in hooks:
+        h.remove()
+    # conv2 sees (B, C, T, H, W); stride-2 positions halve H and W (v1.5: the stride sits on conv2).
+    assert shapes["layer1.2.conv2"] == ((2, 16, 4, 8, 8), (2, 16, 4, 8, 8))
+    assert shapes["layer2.0.conv2"] == ((2, 32, 4, 8, 8), (2, 32, 4, 4, 4))
+    assert shapes["layer4.0.conv2"] == ((2, 128, 4, 2, 2), (2, 128, 4, 1, 1))
+
+
+def test_clips_do_not_mix_and_time_order_matters_only_with_a_temporal_transform():
+    x = torch.randn(3, 3, 4, 32, 32)
+    for kind, temporal in [("conv2d", False), ("conv3d", True), ("rsa", True)]:
+        model = build_model(tiny_cfg("resnet50", f"model.transform.type={kind}"))
+        randomize_bn(model, torch.Generator().manual_seed(3))
+        model.eval()
+        with torch.no_grad():
+            full = model(x)
+            alone = torch.cat([model(x[i:i + 1]) for i in range(3)])  # batch composition must not matter
+            reversed_time = model(x.flip(2))
+        torch.testing.assert_close(full, alone, rtol=1e-4, atol=1e-5)
+        assert (not torch.allclose(full, reversed_time, atol=1e-5)) == temporal, kind
+
+
+def test_stochastic_depth_drops_whole_clips_with_linear_probabilities():
+    sd, clips, t = 0.5, 3000, 2
+    model = build_model(load_config(None, ["model.arch=resnet18", "model.width=8", "model.transform.type=conv2d",
+                                           "model.transform.positions=[[],[],[],[]]",
+                                           f"model.stochastic_depth={sd}"], world_size=1))
+    blocks = [b for layer in (model.layer1, model.layer2, model.layer3, model.layer4) for b in layer]
+    n = len(blocks)
+    assert n == 8
+    gen = torch.Generator().manual_seed(4)
+    randomize_bn(model, gen)
+    for i, block in enumerate(blocks):
+        survival = 1.0 - sd * i / (n - 1)  # the issue's rule, written out independently
+        block.train()
+        block.relu = nn.Identity()  # out = shortcut + mask * branch exactly, no ReLU in the way
+        for m in block.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()  # fixed statistics: branch(x) is then the same with and without dropping
+        x = torch.randn(clips * t, block.conv1.in_channels, 4, 4, generator=gen)
+        with torch.no_grad():
+            out, branch, short = block(x, t), block.branch(x, t), block.shortcut(x)
+        scale = ((out - short) * branch).flatten(1).sum(1) / branch.square().flatten(1).sum(1)  # (B*T,)
+        scale = scale.reshape(clips, t)
+        dropped = scale.abs() < 1e-4
+        kept = (scale - 1.0 / survival).abs() < 1e-4
+        assert (dropped | kept).all(), "a kept branch must be scaled by exactly 1/p"
+        assert (dropped.all(1) | kept.all(1)).all(), "all frames of a clip must share the decision"
+        rate = dropped[:, 0].float().mean().item()
+        sigma = (survival * (1 - survival) / clips) ** 0.5
+        assert abs(rate - (1 - survival)) <= 4.5 * sigma + 1e-9, (i, rate, 1 - survival)
+
+
+def test_stochastic_depth_is_off_in_eval():
+    opts = ["model.arch=resnet18", "model.width=8", "model.transform.type=conv2d",
+                                           "model.transform.positions=[[],[],[],[]]"]
+    model = build_model(load_config(None, opts + ["model.stochastic_depth=0.9"], world_size=1))
+    plain = build_model(load_config(None, opts + ["model.stochastic_depth=0.0"], world_size=1))
+    randomize_bn(model, torch.Generator().manual_seed(5))
+    plain.load_state_dict(model.state_dict())
+    model.eval(), plain.eval()
+    x = torch.randn(4, 3, 2, 32, 32)
+    with torch.no_grad():
+        outs = [model(x) for _ in range(3)]
+        ref = plain(x)
+    for out in outs:
+        torch.testing.assert_close(out, ref, rtol=0, atol=0)  # never dropped, never rescaled
+
+
+def test_checkpoint_rsa_recomputes_transform_blocks_with_identical_results():
+    results, weights = [], None
+    for ckpt in (False, True):
+        model = build_model(tiny_cfg("resnet50", f"model.checkpoint_rsa={str(ckpt).lower()}",
+                                     "model.stochastic_depth=0.3", "model.dropout=0.2"))
+        randomize_bn(model, torch.Generator().manual_seed(6))
+        weights = weights or copy.deepcopy(model.state_dict())
+        model.load_state_dict(weights)  # the same weights in both runs
+        calls = []
+        for name in model.replaced:
+            model.get_submodule(name).register_forward_hook(lambda *a: calls.append(1))
+        model.train()
+        torch.manual_seed(7)
+        out = model(torch.randn(2, 3, 4, 32, 32, generator=torch.Generator().manual_seed(8)))
+        out.sum().backward()
+        grads = {k: p.grad.clone() for k, p in model.named_parameters()}
+        results.append((out.detach(), grads, len(calls)))
+    (out0, g0, calls0), (out1, g1, calls1) = results
+    assert calls0 == 5 and calls1 == 10  # with checkpointing each transform runs again in backward
+    torch.testing.assert_close(out1, out0, rtol=0, atol=0)
+    for k in g0:
+        torch.testing.assert_close(g1[k], g0[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_init_msra_zero_last_gamma_and_classifier():
+    torch.manual_seed(0)
+    model = build_model(load_config(None, world_size=1))  # default RSANet-R50, no checkpoint
+    for block in (b for layer in (model.layer1, model.layer2, model.layer3, model.layer4) for b in layer):
+        assert torch.count_nonzero(block.bn3.weight) == 0
+        assert torch.all(block.bn1.weight == 1) and torch.all(block.bn1.bias == 0)
+    w = model.layer3[0].conv1.weight  # 1x1 conv 512 -> 256: MSRA fan_out std = sqrt(2 / 256)
+    assert abs(w.std().item() - (2 / 256) ** 0.5) < 0.05 * (2 / 256) ** 0.5
+    assert abs(model.fc.weight.std().item() - 1e-3) < 1e-4 and torch.all(model.fc.bias == 0)
+    # the transforms keep their own init (e.g. RSA's identity I), untouched by the backbone's MSRA pass
+    rsa = model.get_submodule("layer3.1.conv2")
+    torch.testing.assert_close(rsa.I, torch.eye(rsa.I.shape[0]))
+
+
+def test_bad_input_shape_is_named():
+    model = build_model(tiny_cfg("resnet18"))
+    with pytest.raises(ValueError, match=r"\(B, 3, T, H, W\).*\(2, 3, 32, 32\)"):
+        model(torch.randn(2, 3, 32, 32))
+
+
+def test_direct_construction_validates_positions():
+    cfg = copy.deepcopy(load_config(None, world_size=1).model)
+    cfg.transform.positions = [[0], [0], [9], [0]]
+    with pytest.raises(ValueError, match="stage 2 has only blocks 0..5, got \\[9\\]"):
+        TSNResNet(cfg)

@@ -1,0 +1,203 @@
+"""RSA: the fast path (Eq. 12) equals the literal Eq. 8 reference in float64, values and gradients, over a
+covering design of the Table 4 variants; gradcheck; the paper transcription; parameter counts; bad args."""
+import pytest
+import torch
+
+from rsanet.ops import RSA, paper_eq12, rsa_reference
+from rsanet.ops.window import unfold_window
+
+KERNELS = [("basic",), ("relational",), ("basic", "relational")]
+
+
+def _grads(module, fn, x, weight):
+    """Output of fn(module, x) and d(sum(out * weight)) / d(x, every parameter)."""
+    x = x.detach().clone().requires_grad_(True)
+    params = [p for _, p in sorted(module.named_parameters())]
+    y = fn(module, x)
+    grads = torch.autograd.grad((y * weight).sum(), [x, *params])
+    return y.detach(), grads
+
+
+def _assert_matches_reference(module, x, tol=1e-10):
+    module = module.double()
+    x = x.double()
+    with torch.no_grad():
+        ref = rsa_reference(module, x)
+    weight = torch.randn_like(ref)
+    y_ref, g_ref = _grads(module, rsa_reference, x, weight)
+    y_fast, g_fast = _grads(module, lambda m, inp: m(inp), x, weight)
+    scale = max(1.0, y_ref.abs().max().item())
+    torch.testing.assert_close(y_fast, y_ref, rtol=0, atol=tol * scale)
+    names = ["input"] + [n for n, _ in sorted(module.named_parameters())]
+    for name, a, b in zip(names, g_fast, g_ref):
+        gscale = max(1.0, b.abs().max().item())
+        torch.testing.assert_close(a, b, rtol=0, atol=tol * gscale, msg=lambda m: f"grad of {name}: {m}")
+    return y_fast
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("context", KERNELS)
+def test_all_table4a_combinations_match_reference(kernel, context):
+    m = RSA(8, 8, kernel_size=(3, 3, 3), queries=2, kernel=kernel, context=context)
+    y = _assert_matches_reference(m, torch.randn(2, 8, 4, 6, 6))
+    assert y.shape == (2, 8, 4, 6, 6)
+
+
+# Covering design: every G in {1, 2, C_Q}, D in {4, C_Q}, L in {1, 2, 4}, kernel 3x3x3 / 3x5x5 / 5x7x7 / even
+# and mixed sizes, stride 1 and 2, norm l2 / none / batchnorm, each appears at least once, with C_in != C_out.
+COVER = [
+    # (c_in, c_out, L, D, G, kernel_size, stride, norm, kernel, context, (T, H, W))
+    (8, 16, 4, 4, 1, (3, 5, 5), 1, "none", KERNELS[2], KERNELS[2], (4, 6, 6)),
+    (8, 8, 1, None, 2, (5, 7, 7), 2, "l2", KERNELS[2], KERNELS[2], (5, 8, 8)),
+    (8, 16, 2, 4, None, (2, 4, 4), 2, "batchnorm", KERNELS[2], KERNELS[2], (4, 6, 6)),
+    (12, 16, 4, 4, 2, (3, 3, 3), 2, "l2", KERNELS[1], KERNELS[2], (4, 6, 6)),
+    (8, 16, 2, None, 1, (5, 7, 7), 1, "batchnorm", KERNELS[1], KERNELS[0], (5, 7, 7)),
+    (6, 8, 1, 4, None, (4, 3, 2), 1, "none", KERNELS[2], KERNELS[1], (4, 5, 5)),
+    (8, 8, 2, None, None, (1, 3, 3), 1, "l2", KERNELS[0], KERNELS[2], (3, 5, 5)),
+]
+
+
+@pytest.mark.parametrize("c_in,c_out,L,D,G,ks,stride,norm,kernel,context,thw", COVER)
+def test_covering_design_matches_reference(c_in, c_out, L, D, G, ks, stride, norm, kernel, context, thw):
+    m = RSA(c_in, c_out, kernel_size=ks, queries=L, latent_dim=D, groups=G, kernel=kernel, context=context,
+            norm=norm, stride=stride)
+    t, h, w = thw
+    y = _assert_matches_reference(m, torch.randn(2, c_in, t, h, w))
+    assert y.shape == (2, c_out, t, h // stride, w // stride)
+
+
+def test_batchnorm_eval_mode_matches_reference():
+    m = RSA(8, 8, kernel_size=(3, 3, 3), queries=2, norm="batchnorm").double()
+    with torch.no_grad():  # give the running statistics non-trivial values
+        for bn in (m.norm_q, m.norm_k, m.norm_v):
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+    m.eval()
+    _assert_matches_reference(m, torch.randn(2, 8, 3, 5, 5))
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("context", KERNELS)
+def test_paper_eq12_transcription_matches_reference(kernel, context):
+    m = RSA(8, 8, kernel_size=(3, 3, 3), queries=2, groups=2, latent_dim=3, kernel=kernel,
+            context=context).double()
+    x = torch.randn(2, 8, 3, 5, 5, dtype=torch.float64)
+    torch.testing.assert_close(paper_eq12(m, x), rsa_reference(m, x), rtol=0, atol=1e-10)
+
+
+def test_gradcheck_tiny_rsa():
+    m = RSA(4, 4, kernel_size=(3, 3, 2), queries=2, groups=1, latent_dim=3).double()
+    names, params = zip(*m.named_parameters())
+    x = torch.randn(1, 4, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+
+    def f(inp, *ps):
+        return torch.func.functional_call(m, dict(zip(names, ps)), (inp,))
+
+    assert torch.autograd.gradcheck(f, (x, *[p.detach().clone().requires_grad_() for p in params]),
+                                    eps=1e-6, atol=1e-7)
+
+
+def test_bf16_autocast_is_close_to_fp32():
+    m = RSA(32, 32, kernel_size=(3, 5, 5), queries=4).eval()
+    x = torch.randn(2, 32, 4, 8, 8)
+    with torch.no_grad():
+        y32 = m(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y16 = m(x)
+    assert y16.dtype == torch.bfloat16
+    rel = (y16.float() - y32).norm() / y32.norm()
+    assert rel < 2e-2, f"bf16 relative error {rel:.3g}"
+    assert torch.isfinite(y16.float()).all()
+
+
+# ------------------------------------------------------------------------------------------------
+# Kernel taps and expand_kernel: the visualisation interface must return the kernel the layer applies.
+# ------------------------------------------------------------------------------------------------
+def test_kernel_taps_reconstruct_the_output():
+    # Basic context only: y_l(n) = sum_m kappa_l(n, m) V(n + offset_m); kappa from the taps via expand_kernel.
+    torch.manual_seed(1)
+    m = RSA(8, 8, kernel_size=(3, 3, 3), queries=2, latent_dim=3, context=("basic",)).double()
+    seen = {}
+    m.tap_basic_kernel.register_forward_hook(lambda mod, i, o: seen.__setitem__("basic", o))
+    m.tap_relational_kernel.register_forward_hook(lambda mod, i, o: seen.__setitem__("relational", o))
+    x = torch.randn(2, 8, 3, 5, 5, dtype=torch.float64)
+    with torch.no_grad():
+        y = m(x)
+        assert seen["basic"].shape == seen["relational"].shape == (2, 2, 3, 3, 5, 5)  # (B, L, D, T, H, W)
+        kappa = m.expand_kernel(seen["basic"]) + m.expand_kernel(seen["relational"])
+        assert kappa.shape == (2, 2, 3, 5, 5, 3, 3, 3)  # (B, L, T, H, W, t, h, w)
+        v = torch.nn.functional.normalize(m.value(x), dim=1)  # (B, C_Q, T, H, W)
+        windows = unfold_window(v, (3, 3, 3))  # (B, C_Q, T, H, W, M)
+        y_taps = torch.einsum("blthwm,bcthwm->blcthw", kappa.flatten(-3), windows).reshape(2, 8, 3, 5, 5)
+    torch.testing.assert_close(y_taps, y, rtol=0, atol=1e-10)
+
+
+# ------------------------------------------------------------------------------------------------
+# Parameter counts (the paper's parameterization, derived by hand).
+# ------------------------------------------------------------------------------------------------
+def _count(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+@pytest.mark.parametrize("kwargs,expected", [
+    # Default res4 layer, C = 256, L = 8 -> C_Q = D = G = 32, M = 5*7*7 = 245:
+    # q 256*256 = 65,536 + k 256*32 = 8,192 + v 8,192 + H1 245*32*32 = 250,880 + H2 245*32 = 7,840
+    # + P1 32*32 = 1,024 + G 245*32 = 7,840 + I 32*32 = 1,024 = 350,528
+    ({}, 350_528),
+    # kappa^V with X^V (involution-like): q/k/v 81,920 + P1 1,024 + H2 7,840 = 90,784
+    ({"kernel": "basic", "context": "basic"}, 90_784),
+    # kappa^R with X^V: 81,920 + H1 250,880 + H2 7,840 = 340,640
+    ({"kernel": "relational", "context": "basic"}, 340_640),
+    # kappa^V with X^R only (no I): 81,920 + P1 1,024 + H2 7,840 + G 7,840 = 98,624
+    ({"kernel": "basic", "context": "relational"}, 98_624),
+    # G = 1, D = 16, M = 3*5*5 = 75: 81,920 + H1 75*1*16 = 1,200 + H2 75*16 = 1,200 + P1 16*32 = 512
+    # + G 75*32 = 2,400 + I 1,024 = 88,256
+    ({"groups": 1, "latent_dim": 16, "kernel_size": (3, 5, 5)}, 88_256),
+    # batchnorm adds the affine pairs of BN(256) for q and BN(32) for k and v: 350,528 + 512 + 64 + 64
+    ({"norm": "batchnorm"}, 351_168),
+    # L = 4 -> C_Q = D = G = 64: q 65,536 + k 16,384 + v 16,384 + H1 245*64*64 = 1,003,520
+    # + H2 245*64 = 15,680 + P1 4,096 + G 15,680 + I 4,096 = 1,141,376
+    ({"queries": 4}, 1_141_376),
+])
+def test_parameter_count_of_one_layer(kwargs, expected):
+    assert _count(RSA(256, 256, **kwargs)) == expected
+
+
+def test_parameter_count_res2_layer():
+    # C = 64, L = 8 -> C_Q = 8: q 64*64 = 4,096 + k 512 + v 512 + H1 245*8*8 = 15,680 + H2 245*8 = 1,960
+    # + P1 64 + G 1,960 + I 64 = 24,848
+    assert _count(RSA(64, 64)) == 24_848
+
+
+def test_init_identity_and_shapes():
+    m = RSA(64, 64, kernel_size=(3, 5, 5), latent_dim=4, groups=2)
+    assert torch.equal(m.I, torch.eye(8))
+    assert m.P1.shape == (4, 8) and m.H1.shape == (75, 2, 4) and m.H2.shape == (75, 4) and m.G.shape == (75, 8)
+
+
+# ------------------------------------------------------------------------------------------------
+# Bad arguments.
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs,needle", [
+    ({"out_channels": 20, "queries": 8}, "20"),
+    ({"kernel_size": (3, -1, 3)}, "-1"),
+    ({"kernel_size": (3, 3)}, "(3, 3)"),
+    ({"kernel": ("basic", "relation")}, "'relation'"),
+    ({"context": ("contextual",)}, "'contextual'"),
+    ({"kernel": ()}, "kernel"),
+    ({"context": ("basic", "basic")}, "twice"),
+    ({"groups": 3}, "groups (3)"),
+    ({"latent_dim": -2}, "-2"),
+    ({"norm": "layer"}, "'layer'"),
+    ({"stride": 0}, "stride"),
+])
+def test_bad_arguments_raise_value_error(kwargs, needle):
+    args = {"in_channels": 16, "out_channels": 16, "queries": 2, **kwargs}
+    with pytest.raises(ValueError) as err:
+        RSA(**args)
+    assert needle in str(err.value)
+
+
+def test_wrong_input_shape_is_named():
+    with pytest.raises(ValueError, match=r"\(2, 5, 4, 6, 6\)"):
+        RSA(8, 8, queries=2)(torch.randn(2, 5, 4, 6, 6))

@@ -1,0 +1,51 @@
+#!/usr/bin/env python
+"""Multi-view test of a checkpoint: test.clips x test.crops views per video, softmax averaged per video.
+
+    python tools/test.py --config configs/ssv1_rsa_8f.yaml --checkpoint work_dirs/ssv1_rsa_8f/best.pth
+    torchrun --nproc_per_node=8 tools/test.py --config configs/ssv1_rsa_8f.yaml \\
+        --checkpoint work_dirs/ssv1_rsa_8f/best.pth --opts test.clips=2 --work-dir work_dirs/ssv1_rsa_8f/2clips
+
+Writes test_metrics.json (top1, top5, mean_class_accuracy in percent, num_videos, views) and scores.npz (per
+video: id, label, mean score vector) to --work-dir, by default the checkpoint's folder.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+
+import rsanet  # noqa: E402,F401  (before any torchvision import)
+from rsanet.config import ConfigError, load_config  # noqa: E402
+from rsanet.dist import env_world_size, get_rank  # noqa: E402
+from rsanet.data import BadDataError  # noqa: E402
+from rsanet.engine import CheckpointError, run_test  # noqa: E402
+
+USER_ERRORS = (ConfigError, FileNotFoundError, CheckpointError, BadDataError)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="experiment YAML the checkpoint was trained with")
+    p.add_argument("--checkpoint", required=True, help="checkpoint (best.pth, last.pth, or a bare state dict)")
+    p.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="overrides, e.g. test.clips=2")
+    p.add_argument("--work-dir", default=None, help="output folder (default: the checkpoint's folder)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.opts, world_size=env_world_size())
+        metrics = run_test(cfg, args.checkpoint, args.work_dir)
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if get_rank() == 0:
+        print(json.dumps(metrics, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

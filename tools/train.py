@@ -1,0 +1,49 @@
+#!/usr/bin/env python
+"""Train a model from a YAML config, single-process or as one rank of a torchrun job.
+
+    python tools/train.py --config configs/ssv1_rsa_8f.yaml
+    torchrun --nproc_per_node=8 tools/train.py --config configs/ssv1_rsa_8f.yaml --resume auto
+    python tools/train.py --config configs/ssv1_rsa_8f.yaml --opts train.epochs=1 --work-dir work_dirs/try
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse  # noqa: E402
+
+import rsanet  # noqa: E402,F401  (before any torchvision import)
+from rsanet.config import ConfigError, load_config  # noqa: E402
+from rsanet.dist import env_world_size  # noqa: E402
+from rsanet.data import BadDataError  # noqa: E402
+from rsanet.engine import CheckpointError, NonFiniteLossError, run_training  # noqa: E402
+
+USER_ERRORS = (ConfigError, FileNotFoundError, FileExistsError, CheckpointError, NonFiniteLossError, BadDataError)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="experiment YAML (sets what differs from rsanet/config.py)")
+    p.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="overrides, e.g. train.lr=0.01")
+    p.add_argument("--work-dir", default=None, help="output folder (default: runtime.work_dir)")
+    p.add_argument("--resume", default=None, metavar="auto|PATH",
+                   help="'auto' continues from the work dir's last checkpoint (or starts fresh), or a checkpoint path")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.opts, world_size=env_world_size())
+        summary = run_training(cfg, args.work_dir or cfg.runtime.work_dir, resume=args.resume)
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if summary["finished"]:
+        print(f"best top1 {summary['best_top1']:.2f} (epoch {summary['best_epoch']}), "
+              f"last top1 {summary['last_top1']:.2f}; work dir {summary['work_dir']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

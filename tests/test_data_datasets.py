@@ -4,6 +4,7 @@ annotations) through the real parsers, decoders, sampler and transforms; bad sam
 Frame k of every generated video is uniformly gray at level 8 + 12 k, so the decoded clip tells which
 frames were sampled; the expected indices come from the literal segment formula, not from the sampler.
 """
+import importlib.util
 import json
 import logging
 import subprocess
@@ -237,7 +238,7 @@ def test_decoding_is_guarded_by_a_timeout(media, caplog):
     assert call_with_timeout(lambda: 7, 1.0, "fast") == 7
     with pytest.raises(ZeroDivisionError):
         call_with_timeout(lambda: 1 / 0, 1.0, "x")
-    ds = build(media, "ssv2", "video", "val", ["data.decode_timeout=1e-9"])
+    ds = build(media, "ssv2", "video", "val", ["data.decode_timeout=0.000000001"])
     with caplog.at_level(logging.WARNING, logger="rsanet.data"):
         assert ds[0]["replaced"] == 1
     assert "decode_timeout" in caplog.text and "201.webm" in caplog.text
@@ -259,7 +260,15 @@ def test_missing_paths_fail_at_start_up_naming_them(media):
 
 
 # ------------------------------------------------------------------------------------------ tool
-def run_check(media, tmp_path, dataset, backend, ann):
+def load_tool(name):
+    """Import tools/<name>.py as a module (in-process: a subprocess would re-import torch, seconds each)."""
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_check(media, tmp_path, capsys, dataset, backend, ann):
     overrides = dict(o.split("=", 1) for o in config(media, dataset, backend, [
         f"data.train_annotations={media / dataset / ann}"]))
     cfg = {}
@@ -268,19 +277,29 @@ def run_check(media, tmp_path, dataset, backend, ann):
         cfg.setdefault(section, {})[name] = yaml.safe_load(value)
     path = tmp_path / f"{dataset}.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    return subprocess.run([sys.executable, str(ROOT / "tools" / "check_dataset.py"), "--config", str(path),
-                           "--split", "train"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    code = load_tool("check_dataset").main(["--config", str(path), "--split", "train"])
+    return code, capsys.readouterr().out
 
 
-def test_check_dataset_lists_exactly_the_bad_files(media, tmp_path):
-    bad_v1 = run_check(media, tmp_path, "ssv1", "frames", "bad.csv")
-    bad_v2 = run_check(media, tmp_path, "ssv2", "video", "bad.json")
-    for proc, path in [(bad_v1, media / "ssv1" / "frames" / "999"), (bad_v2, media / "ssv2" / "videos" / "204.webm")]:
-        assert proc.returncode == 1, proc.stderr
-        flagged = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("UNREADABLE")]
-        assert flagged == [str(path)], proc.stdout
-        assert "2 readable, 1 unreadable" in proc.stdout
-    assert "frames per video: min 12, median 16, mean 16.0, max 20" in bad_v1.stdout
-    good = run_check(media, tmp_path, "ssv1", "frames", "train.csv")
-    assert good.returncode == 0 and "UNREADABLE" not in good.stdout, good.stdout + good.stderr
-    assert "Pushing something from left to right" in good.stdout
+def test_check_dataset_lists_exactly_the_bad_files(media, tmp_path, capsys):
+    bad_v1 = run_check(media, tmp_path, capsys, "ssv1", "frames", "bad.csv")
+    bad_v2 = run_check(media, tmp_path, capsys, "ssv2", "video", "bad.json")
+    for (code, out), path in [(bad_v1, media / "ssv1" / "frames" / "999"),
+                              (bad_v2, media / "ssv2" / "videos" / "204.webm")]:
+        assert code == 1, out
+        flagged = [line.split()[1] for line in out.splitlines() if line.startswith("UNREADABLE")]
+        assert flagged == [str(path)], out
+        assert "2 readable, 1 unreadable" in out
+    assert "frames per video: min 12, median 16, mean 16.0, max 20" in bad_v1[1]
+    code, out = run_check(media, tmp_path, capsys, "ssv1", "frames", "train.csv")
+    assert code == 0 and "UNREADABLE" not in out, out
+    assert "Pushing something from left to right" in out
+
+
+def test_check_dataset_exit_code_from_the_command_line(media, tmp_path):
+    """One real process: the script's exit status and its error message for a missing path."""
+    path = tmp_path / "missing_root.yaml"
+    path.write_text(yaml.safe_dump({"data": {"dataset": "ssv1", "root": str(tmp_path / "nowhere")}}))
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "check_dataset.py"), "--config", str(path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "nowhere" in proc.stderr, proc.stderr

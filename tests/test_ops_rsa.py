@@ -144,12 +144,13 @@ def _count(m):
     # q 256*256 = 65,536 + k 256*32 = 8,192 + v 8,192 + H1 245*32*32 = 250,880 + H2 245*32 = 7,840
     # + P1 32*32 = 1,024 + G 245*32 = 7,840 + I 32*32 = 1,024 = 350,528
     ({}, 350_528),
-    # kappa^V with X^V (involution-like): q/k/v 81,920 + P1 1,024 + H2 7,840 = 90,784
-    ({"kernel": "basic", "context": "basic"}, 90_784),
+    # kappa^V with X^V (involution-like); no key (nothing reads it): q 65,536 + v 8,192 + P1 1,024
+    # + H2 7,840 = 82,592
+    ({"kernel": "basic", "context": "basic"}, 82_592),
     # kappa^R with X^V: 81,920 + H1 250,880 + H2 7,840 = 340,640
     ({"kernel": "relational", "context": "basic"}, 340_640),
-    # kappa^V with X^R only (no I): 81,920 + P1 1,024 + H2 7,840 + G 7,840 = 98,624
-    ({"kernel": "basic", "context": "relational"}, 98_624),
+    # kappa^V with X^R only (no I, no key): 73,728 + P1 1,024 + H2 7,840 + G 7,840 = 90,432
+    ({"kernel": "basic", "context": "relational"}, 90_432),
     # G = 1, D = 16, M = 3*5*5 = 75: 81,920 + H1 75*1*16 = 1,200 + H2 75*16 = 1,200 + P1 16*32 = 512
     # + G 75*32 = 2,400 + I 1,024 = 88,256
     ({"groups": 1, "latent_dim": 16, "kernel_size": (3, 5, 5)}, 88_256),

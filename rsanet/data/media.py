@@ -3,9 +3,16 @@
 Frames can carry their own index as a gray level (:func:`index_frames`), so that a reader can check which
 frames it decoded: frame ``k`` has level ``8 + 12 k`` (exact for 21 frames, then it wraps). Videos are
 written with PyAV (``pip install av``), which is only imported when a video is written.
+
+decord loads its bundled FFmpeg/libvpx with ``RTLD_GLOBAL``; once it is imported, PyAV's VP8/VP9 encoders fail
+to open in the same process (``avcodec_open2 ... returned 22``). :func:`write_video` then encodes WebM in a
+child Python process that runs this file alone (it imports nothing from the package).
 """
 from __future__ import annotations
 
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -59,15 +66,11 @@ def write_frame_folder(folder: str | Path, frames: np.ndarray, template: str = "
     return folder
 
 
-def write_video(path: str | Path, frames: np.ndarray, codec: str = "libx264", fps: int = 12) -> Path:
-    """Encode (T, H, W, 3) uint8 frames into ``path`` (e.g. libvpx / libvpx-vp9 for .webm, libx264 / mpeg4
-    for .mp4), yuv420p. Even frame sizes are safest for every codec."""
+def _encode(path: str, frames: np.ndarray, codec: str, fps: int) -> None:
     import av
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     height, width = frames.shape[1:3]
-    with av.open(str(path), "w") as container:
+    with av.open(path, "w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for frame in frames:
@@ -75,4 +78,25 @@ def write_video(path: str | Path, frames: np.ndarray, codec: str = "libx264", fp
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+
+
+def write_video(path: str | Path, frames: np.ndarray, codec: str = "libx264", fps: int = 12) -> Path:
+    """Encode (T, H, W, 3) uint8 frames into ``path`` (e.g. libvpx / libvpx-vp9 for .webm, libx264 / mpeg4
+    for .mp4), yuv420p. Even frame sizes are safest for every codec."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if "vpx" not in codec or "decord" not in sys.modules:
+        _encode(str(path), frames, codec, fps)
+        return path
+    with tempfile.TemporaryDirectory() as tmp:  # see the module doc: VP8/VP9 next to decord
+        npy = Path(tmp) / "frames.npy"
+        np.save(npy, frames)
+        proc = subprocess.run([sys.executable, __file__, str(path), str(npy), codec, str(fps)],
+                              capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"encoding {path} with {codec} failed: {proc.stderr.strip()[-500:]}")
     return path
+
+
+if __name__ == "__main__":  # child process of write_video: <out> <frames.npy> <codec> <fps>
+    _encode(sys.argv[1], np.load(sys.argv[2]), sys.argv[3], int(sys.argv[4]))

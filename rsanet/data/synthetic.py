@@ -149,8 +149,7 @@ def _rng(spec: SyntheticSpec, split: str, index: int) -> np.random.Generator:
 def _upsample(grid: np.ndarray, h: int, w: int) -> np.ndarray:
     """Bilinear upsampling of a (gh, gw, 3) grid to (h, w, 3) as two small matrix products."""
     def weights(n_out: int, n_in: int) -> np.ndarray:
-        pos = (np.arange(n_out) + 0.5) * n_in / n_out - 0.5
-        pos = np.clip(pos, 0, n_in - 1)
+        pos = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
         lo = np.floor(pos).astype(int)
         hi = np.minimum(lo + 1, n_in - 1)
         frac = pos - lo
@@ -159,18 +158,23 @@ def _upsample(grid: np.ndarray, h: int, w: int) -> np.ndarray:
         m[np.arange(n_out), hi] += frac
         return m  # (n_out, n_in)
 
-    wy, wx = weights(h, grid.shape[0]), weights(w, grid.shape[1])
-    return np.einsum("hi,ijc,wj->hwc", wy, grid, wx)  # (h, gh) x (gh, gw, 3) x (w, gw) -> (h, w, 3)
+    gh, gw, _ = grid.shape
+    rows = weights(h, gh) @ grid.reshape(gh, gw * 3)  # (h, gh) @ (gh, gw*3) -> (h, gw*3)
+    rows = rows.reshape(h, gw, 3).transpose(0, 2, 1)  # (h, gw*3) -> (h, gw, 3) -> (h, 3, gw)
+    out = rows @ weights(w, gw).T  # (h, 3, gw) @ (gw, w) -> (h, 3, w)
+    return out.transpose(0, 2, 1)  # (h, 3, w) -> (h, w, 3)
 
 
 def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """Static textured background: smooth colour noise plus a random oriented stripe pattern."""
     g = int(rng.integers(3, 9))
     base = _upsample(rng.uniform(0.0, 1.0, size=(g, g, 3)), h, w)  # (h, w, 3)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)  # (h, w) each
     ang = rng.uniform(0, math.pi)
     freq = rng.uniform(0.05, 0.3)  # cycles per pixel
-    stripes = np.cos(2 * math.pi * freq * (xx * math.cos(ang) + yy * math.sin(ang)) + rng.uniform(0, 2 * math.pi))
+    # cos(a x + b y + c) = cos(a x + c) cos(b y) - sin(a x + c) sin(b y): two 1-D tables, one outer product
+    ax = 2 * math.pi * freq * math.cos(ang) * np.arange(w) + rng.uniform(0, 2 * math.pi)  # (w,)
+    by = 2 * math.pi * freq * math.sin(ang) * np.arange(h)  # (h,)
+    stripes = np.outer(np.cos(by), np.cos(ax)) - np.outer(np.sin(by), np.sin(ax))  # (h, w)
     tint = rng.uniform(-1.0, 1.0, size=3)
     bg = base + rng.uniform(0.05, 0.2) * stripes[..., None] * tint  # (h, w, 3)
     return np.clip(bg, 0.0, 1.0).astype(np.float32)
@@ -223,32 +227,45 @@ def clip_states(content: VideoContent, label: int) -> np.ndarray:
     return content.values[row_order(content, label)]
 
 
+def _harmonics(u: np.ndarray, v: np.ndarray, rho: np.ndarray, shape: np.ndarray) -> np.ndarray:
+    """1 + sum_k a_k cos(k (phi - p_k)) for k = 1..3, phi = atan2(v, u), via Chebyshev identities (no atan2)."""
+    a1, a2, a3, p1, p2, p3 = (float(x) for x in shape[:6])
+    inv = 1.0 / np.maximum(rho, 1e-6)
+    c1, s1 = u * inv, v * inv  # cos(phi), sin(phi)
+    c2, s2 = c1 * c1 - s1 * s1, 2 * s1 * c1  # cos(2 phi), sin(2 phi)
+    c3, s3 = c1 * (4 * c1 * c1 - 3), s1 * (3 - 4 * s1 * s1)  # cos(3 phi), sin(3 phi)
+    out = 1 + a1 * (c1 * math.cos(p1) + s1 * math.sin(p1))
+    out += a2 * (c2 * math.cos(2 * p2) + s2 * math.sin(2 * p2))
+    out += a3 * (c3 * math.cos(3 * p3) + s3 * math.sin(3 * p3))
+    return out
+
+
 def render_frames(spec: SyntheticSpec, content: VideoContent, states: np.ndarray) -> np.ndarray:
     """Render poses ``states`` (n, 4) over the content's background: uint8 (n, H, W, 3)."""
     h, w = spec.height, spec.width
     n = states.shape[0]
-    cx, cy, ang, logs = (states[:, i].reshape(n, 1, 1) for i in range(NUM_VARS))  # (n, 1, 1) each
-    ys = np.arange(h, dtype=np.float64).reshape(1, h, 1) + 0.5  # (1, H, 1) pixel centres
-    xs = np.arange(w, dtype=np.float64).reshape(1, 1, w) + 0.5  # (1, 1, W)
-    dx = np.mod(xs - cx + w / 2, w) - w / 2  # (n, 1, W) shortest offset on the torus
-    dy = np.mod(ys - cy + h / 2, h) - h / 2  # (n, H, 1)
+    f32 = np.float32
+    cx, cy, ang, logs = (states[:, i].astype(f32).reshape(n, 1, 1) for i in range(NUM_VARS))  # (n, 1, 1) each
+    ys = np.arange(h, dtype=f32).reshape(1, h, 1) + f32(0.5)  # (1, H, 1) pixel centres
+    xs = np.arange(w, dtype=f32).reshape(1, 1, w) + f32(0.5)  # (1, 1, W)
+    dx = np.mod(xs - cx + f32(w / 2), f32(w)) - f32(w / 2)  # (n, 1, W) shortest offset on the torus
+    dy = np.mod(ys - cy + f32(h / 2), f32(h)) - f32(h / 2)  # (n, H, 1)
     c, s = np.cos(ang), np.sin(ang)
     u = c * dx + s * dy  # (n, H, W) object-frame coordinates (rotated by -angle)
-    v = -s * dx + c * dy
-    radius = _BASE_RADIUS * min(h, w) * np.exp(logs)  # (n, 1, 1) pixels
-    rho = np.hypot(u, v)
-    phi = np.arctan2(v, u)
-    a1, a2, a3, p1, p2, p3, wavelength = content.shape
-    edge = radius * (1 + a1 * np.cos(phi - p1) + a2 * np.cos(2 * (phi - p2)) + a3 * np.cos(3 * (phi - p3)))
-    alpha = np.clip(edge - rho + 0.5, 0.0, 1.0)[..., None]  # (n, H, W, 1) anti-aliased coverage
-    stripe = 0.5 + 0.5 * np.cos(2 * math.pi * u / (wavelength * radius) + content.stripe_phase)
+    v = c * dy - s * dx
+    radius = f32(_BASE_RADIUS * min(h, w)) * np.exp(logs)  # (n, 1, 1) pixels
+    rho = np.sqrt(u * u + v * v)
+    edge = radius * _harmonics(u, v, rho, content.shape)
+    alpha = np.clip(edge - rho + f32(0.5), 0.0, 1.0)[..., None]  # (n, H, W, 1) anti-aliased coverage
+    stripe = f32(0.5) + f32(0.5) * np.cos(u * (f32(2 * math.pi / content.shape[6]) / radius) + f32(content.stripe_phase))
     col_a, col_b, col_spot = content.colors
     obj = col_b + stripe[..., None] * (col_a - col_b)  # (n, H, W, 3)
-    su, sv, sr = content.spot
-    spot_alpha = np.clip(sr * radius - np.hypot(u - su * radius, v - sv * radius) + 0.5, 0.0, 1.0)[..., None]
-    obj = obj + spot_alpha * (col_spot - obj)
+    su, sv, sr = (f32(x) for x in content.spot)
+    du, dv = u - su * radius, v - sv * radius
+    spot_alpha = np.clip(sr * radius - np.sqrt(du * du + dv * dv) + f32(0.5), 0.0, 1.0)[..., None]
+    obj += spot_alpha * (col_spot - obj)
     frames = content.background[None] + alpha * (obj - content.background[None])  # (n, H, W, 3)
-    return np.clip(np.rint(frames * 255.0), 0, 255).astype(np.uint8)
+    return np.clip(frames * f32(255.0) + f32(0.5), 0, 255).astype(np.uint8)
 
 
 def render_clip(spec: SyntheticSpec, split: str, index: int, label: Optional[int] = None,

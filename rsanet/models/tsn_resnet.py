@@ -8,17 +8,14 @@ segments (TSN average consensus, before any softmax).
 """
 from __future__ import annotations
 
-import logging
-
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from rsanet.config import ModelConfig, TransformConfig
 from rsanet.models.blocks import BasicBlock, Bottleneck
+from rsanet.models.pretrained import load_pretrained
 from rsanet.ops import build_transform
-
-log = logging.getLogger(__name__)
 
 STAGE_DEPTHS = {
     "resnet18": (BasicBlock, [2, 2, 2, 2]),
@@ -159,7 +156,5 @@ def build_model(cfg) -> TSNResNet:
     mcfg: ModelConfig = getattr(cfg, "model", cfg)
     model = TSNResNet(mcfg)
     if mcfg.pretrained:
-        from rsanet.models.pretrained import load_pretrained
-
         model.pretrained_report = load_pretrained(model, mcfg.pretrained)
     return model

@@ -71,7 +71,8 @@ class RSA(nn.Module):
         stride: spatial stride; the output is averaged over stride x stride cells after the transform.
 
     Parameters (the paper's parameterization; nothing else is learnable except BatchNorm affines when
-    norm="batchnorm"): ``query``/``key``/``value`` 1x1x1 convs without bias (C_in -> L*C_Q, C_Q, C_Q);
+    norm="batchnorm"): ``query``/``key``/``value`` 1x1x1 convs without bias (C_in -> L*C_Q, C_Q, C_Q; no
+    ``key`` when the kernel is basic only, since nothing would read it);
     ``P1`` (D, C_Q) for the basic kernel; ``H1`` (M, G, D) for the relational kernel (row-major (M, G) is the
     paper's M*G x D matrix; the C_Q/G channels of a group share their slice); ``H2`` (M, D), shared by both
     kernels; ``G`` (M, C_Q) for the relational context; ``I`` (C_Q, C_Q), initialised to the identity, only
@@ -120,11 +121,14 @@ class RSA(nn.Module):
     # ----------------------------------------------------------------------------------------------
     def _build_parameters(self) -> None:
         cq, d, m, g, L = self.head_dim, self.latent_dim, self.window, self.groups, self.queries
+        relational_kernel = self.has("kernel", "relational")
         self.query = nn.Conv3d(self.in_channels, L * cq, 1, bias=False)
-        self.key = nn.Conv3d(self.in_channels, cq, 1, bias=False)
+        # The key only feeds the relational kernel; a basic-only kernel has none (no unused parameters).
+        self.key = nn.Conv3d(self.in_channels, cq, 1, bias=False) if relational_kernel else None
         self.value = nn.Conv3d(self.in_channels, cq, 1, bias=False)
         if self.norm == "batchnorm":
-            self.norm_q, self.norm_k, self.norm_v = nn.BatchNorm3d(L * cq), nn.BatchNorm3d(cq), nn.BatchNorm3d(cq)
+            self.norm_q, self.norm_v = nn.BatchNorm3d(L * cq), nn.BatchNorm3d(cq)
+            self.norm_k = nn.BatchNorm3d(cq) if relational_kernel else None
         self.P1 = nn.Parameter(torch.empty(d, cq)) if self.has("kernel", "basic") else None
         self.H1 = nn.Parameter(torch.empty(m, g, d)) if self.has("kernel", "relational") else None
         self.H2 = nn.Parameter(torch.empty(m, d))
@@ -141,7 +145,8 @@ class RSA(nn.Module):
     def reset_parameters(self) -> None:
         """MSRA init of the projections; variance-preserving normal init of P1, H1, H2, G; I = identity."""
         for conv in (self.query, self.key, self.value):
-            nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
+            if conv is not None:
+                nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
         cq, d, m = self.head_dim, self.latent_dim, self.window
         if self.P1 is not None:
             nn.init.normal_(self.P1, std=(1.0 / d) ** 0.5)
@@ -169,16 +174,17 @@ class RSA(nn.Module):
         """
         b, _, t, h, w = x.shape
         L, cq = self.queries, self.head_dim
-        weight = torch.cat([self.query.weight, self.key.weight, self.value.weight], dim=0)
-        qkv = F.conv3d(x, weight)  # (B, (L + 2) * C_Q, T, H, W)
-        q, k, v = torch.split(qkv, [L * cq, cq, cq], dim=1)
+        convs = [self.query, self.value] if self.key is None else [self.query, self.value, self.key]
+        qvk = F.conv3d(x, torch.cat([c.weight for c in convs], dim=0))  # (B, (L + 1 [+ 1]) * C_Q, T, H, W)
+        q, v, k = torch.split(qvk, [L * cq, cq, cq], dim=1) if self.key is not None else (*torch.split(qvk, [L * cq, cq], dim=1), None)
         if self.norm == "batchnorm":
-            q, k, v = self.norm_q(q), self.norm_k(k), self.norm_v(v)
+            q, v = self.norm_q(q), self.norm_v(v)
+            k = None if k is None else self.norm_k(k)
         q = q.reshape(b, L, cq, t, h, w)  # (B, L*C_Q, T, H, W) -> (B, L, C_Q, T, H, W)
         if self.norm == "l2":
             acc = _accumulation_dtype(q)
             q = F.normalize(q.to(acc), dim=2)
-            k = F.normalize(k.to(acc), dim=1)
+            k = None if k is None else F.normalize(k.to(acc), dim=1)
             v = F.normalize(v.to(acc), dim=1)
         return q, k, v
 

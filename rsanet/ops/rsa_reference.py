@@ -30,14 +30,15 @@ def _qkv(module: RSA, x: torch.Tensor):
     def proj(conv, inp):  # weight (C_out, C_in, 1, 1, 1): a per-position matrix product
         return torch.einsum("oc,bcthw->bothw", conv.weight[:, :, 0, 0, 0], inp)
 
-    q, k, v = proj(module.query, x), proj(module.key, x), proj(module.value, x)
+    q, v = proj(module.query, x), proj(module.value, x)
+    k = None if module.key is None else proj(module.key, x)
     if module.norm == "l2":
         b, _, t, h, w = q.shape
         # (B, L*C_Q, T, H, W) -> (B, L, C_Q, T, H, W): normalize each query separately
         q = _normalize(q.reshape(b, module.queries, module.head_dim, t, h, w), 2, module, None).reshape(b, -1, t, h, w)
     else:
         q = _normalize(q, 1, module, getattr(module, "norm_q", None))
-    k = _normalize(k, 1, module, getattr(module, "norm_k", None))
+    k = None if k is None else _normalize(k, 1, module, getattr(module, "norm_k", None))
     v = _normalize(v, 1, module, getattr(module, "norm_v", None))
     return q, k, v
 
@@ -91,7 +92,7 @@ def rsa_reference(module: RSA, x: torch.Tensor) -> torch.Tensor:
     # (B, L*C_Q, T, H, W) -> (B, L, C_Q, N) -> (B, N, L, C_Q)
     q = q.reshape(b, L, cq, n).permute(0, 3, 1, 2)
     # (B, C_Q, T, H, W, M) -> (B, C_Q, N, M) -> (B, N, M, C_Q): the explicit windows K_n and V_n
-    keys = unfold_window(k, module.kernel_size).reshape(b, cq, n, -1).permute(0, 2, 3, 1)
+    keys = None if k is None else unfold_window(k, module.kernel_size).reshape(b, cq, n, -1).permute(0, 2, 3, 1)
     values = unfold_window(v, module.kernel_size).reshape(b, cq, n, -1).permute(0, 2, 3, 1)
     y = _kernel(module, q, keys) @ _context(module, values)  # Eq. 8: (B, N, L, M) @ (B, N, M, C_Q) -> (B, N, L, C_Q)
     y = y.permute(0, 2, 3, 1).reshape(b, L * cq, t, h, w)  # (B, N, L, C_Q) -> (B, C_out, T, H, W)

@@ -1,0 +1,127 @@
+"""Trained models on single videos: the shared ground of the research tools (predict, visualize, export).
+
+* :func:`resolve_config` takes the experiment YAML, or, without one, the config stored in the checkpoint.
+* :func:`load_model` builds ``build_model(cfg)``, loads the checkpoint's weights and returns it in eval mode.
+* :func:`class_names` reads the dataset's label map without needing its annotation files.
+* :func:`single_video_dataset` wraps one video file or frame folder in the dataset machinery of
+  :mod:`rsanet.data` with the test-time sampler and transform, so a tool sees exactly the clips that
+  ``tools/test.py`` would see for that video (``test.clips`` x ``test.crops`` views).
+"""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from rsanet.config import Config, ConfigError, config_from_dict, load_config, parse_overrides
+from rsanet.data import ClipSampler, VideoDataset, VideoRecord, build_decoder, build_transform
+from rsanet.dist import resolve_device
+from rsanet.engine.checkpoint import CheckpointError, model_state_from_checkpoint
+
+__all__ = ["resolve_config", "load_model", "class_names", "single_video_dataset", "video_views", "clip_to_frames",
+           "resolve_device"]
+
+
+def _deep_update(base: dict, updates: dict) -> dict:
+    for key, value in updates.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_update(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def resolve_config(config: Optional[str | os.PathLike], checkpoint: str | os.PathLike,
+                   overrides: Sequence[str] = ()) -> Config:
+    """The config of a trained model: the YAML file ``config`` (plus ``overrides``), or, when ``config`` is
+    None, the resolved config stored in ``checkpoint`` (plus ``overrides``)."""
+    if config is not None:
+        return load_config(config, list(overrides))
+    _, stored = model_state_from_checkpoint(checkpoint)
+    if stored is None:
+        raise ConfigError(f"{checkpoint} is a bare state dict without a stored config; pass --config")
+    data = _deep_update(copy.deepcopy(stored), parse_overrides(list(overrides)))
+    return config_from_dict(data, source=f"config stored in {checkpoint}", world_size=1)
+
+
+def load_model(cfg: Config, checkpoint: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """``build_model(cfg)`` with the weights of ``checkpoint`` (ours or a bare state dict), in eval mode.
+
+    ``model.pretrained`` is ignored: every weight comes from the checkpoint. Raises
+    :class:`~rsanet.engine.checkpoint.CheckpointError` naming the file when the weights do not fit the config.
+    """
+    from rsanet.models import build_model
+
+    state, _ = model_state_from_checkpoint(checkpoint)
+    cfg = copy.deepcopy(cfg)
+    cfg.model.pretrained = None
+    model = build_model(cfg)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[:600]
+        raise CheckpointError(f"{checkpoint} does not fit the model of this config (was it trained with "
+                              f"another config?): {detail}") from None
+    device = resolve_device(device) if isinstance(device, str) else device
+    return model.to(device).eval()
+
+
+def class_names(cfg: Config) -> list[str]:
+    """Class names in label order from the dataset's label map (``data.label_file``; the synthetic benchmark
+    names its own classes). Only the label file is read, never the annotation files."""
+    from rsanet.data.parsers import read_dataset_classes, read_list_classes
+
+    d = cfg.data
+    if d.dataset == "synthetic":
+        from rsanet.data.synthetic import SyntheticSpec
+
+        names = SyntheticSpec.from_config(cfg).classes
+    elif d.dataset == "list":
+        names = read_list_classes(d.label_file, cfg.model.num_classes)
+    else:
+        if not d.label_file:
+            raise ConfigError(f"`data.label_file` is not set: the class names of dataset {d.dataset!r} come from "
+                              "its official label file (see data/<dataset>/README.md)")
+        names = read_dataset_classes(d.dataset, d.label_file)
+    if len(names) != cfg.model.num_classes:
+        raise ConfigError(f"the label map of {d.dataset!r} ({d.label_file or 'synthetic classes'}) has "
+                          f"{len(names)} classes but model.num_classes={cfg.model.num_classes}")
+    return list(names)
+
+
+def single_video_dataset(cfg: Config, path: str | os.PathLike, classes: Sequence[str]) -> VideoDataset:
+    """A one-video test dataset over ``path``: a video file (decord) or a frame folder (``data.frame_template``
+    from ``data.frame_start``). Views follow ``test.clips`` x ``test.crops``; nothing is decoded yet."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"video not found: {path}")
+    d = cfg.data
+    backend = "frames" if path.is_dir() else "video"
+    decoder = build_decoder(backend, path.parent, d.frame_template, d.frame_start)
+    record = VideoRecord(path=path.name, num_frames=0, video_id=str(path))
+    sampler = ClipSampler(cfg.model.num_segments, train=False, num_clips=cfg.test.clips, kind=d.sampler,
+                          dense_stride=d.dense_stride)
+    return VideoDataset([record], decoder, sampler, build_transform(cfg, classes, train=False), classes,
+                        train=False, crops=cfg.test.crops, decode_timeout=d.decode_timeout)
+
+
+def video_views(cfg: Config, path: str | os.PathLike, classes: Sequence[str]) -> torch.Tensor:
+    """Every test-time view of one video, clip-major: (V, C, T, S, S) with V = test.clips * test.crops.
+
+    Raises an exception naming the file when it cannot be read (missing, not a video, no frames...).
+    """
+    ds = single_video_dataset(cfg, path, classes)
+    views = [ds.load(0, clip, crop)[0] for clip in range(ds.num_clips) for crop in range(ds.crops)]
+    return torch.stack(views)
+
+
+def clip_to_frames(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Undo the normalization of a (C, T, H, W) clip: uint8 frames (T, H, W, C) as the model saw them."""
+    m = torch.tensor(mean, dtype=clip.dtype).view(-1, 1, 1, 1)  # (C,) -> (C, 1, 1, 1)
+    s = torch.tensor(std, dtype=clip.dtype).view(-1, 1, 1, 1)  # (C,) -> (C, 1, 1, 1)
+    pixels = (clip * s + m).mul(255.0).round().clamp(0, 255).to(torch.uint8)
+    return pixels.permute(1, 2, 3, 0).contiguous()  # (C, T, H, W) -> (T, H, W, C)

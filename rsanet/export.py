@@ -82,8 +82,10 @@ def export_model(model: nn.Module, example: torch.Tensor, fmt: str, out: str | o
         raise ValueError(f"unknown export format {fmt!r}; choose from {list(FORMATS)}")
     if example.shape[0] < 2:
         raise ValueError("export needs an example batch of at least 2 clips (a batch of 1 would be baked in)")
-    model.eval()
     out = Path(out)
+    if fmt == "exported_program" and out.suffix != ".pt2":
+        raise ValueError(f"--out {out}: torch.export programs are saved as .pt2 files; use a name ending in .pt2")
+    model.eval()
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "torchscript":
         with warnings.catch_warnings():  # deprecation notice and shape-check TracerWarnings

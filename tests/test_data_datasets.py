@@ -173,6 +173,16 @@ def test_gym99_drops_missing_clips_loudly(media, caplog):
     assert frame_ids(ds[1]["clip"]) == centre(16, 8) and ds[1]["label"] == 71
 
 
+def test_gym288_reads_its_own_categories(media, tmp_path):
+    cats = tmp_path / "gym288_categories.txt"  # the real names are not in the repository: placeholders
+    cats.write_text("".join(f"Clabel: {i}; set: {i % 5}; Glabel: {i}; element {i}\n" for i in range(288)))
+    ann = tmp_path / "gym288_val_element.txt"
+    ann.write_text("zzzzzzzzzzz_E_000010_000020_A_0001_0003 287\n")
+    ds = build(media, "gym99", "video", "val", ["data.dataset=gym288", f"data.label_file={cats}",
+                                                f"data.val_annotations={ann}", "model.num_classes=288"])
+    assert ds.classes[287] == "element 287" and ds[0]["label"] == 287 and frame_ids(ds[0]["clip"]) == centre(16, 8)
+
+
 def test_list_file_of_frame_folders(media, tmp_path):
     lst = tmp_path / "list.txt"
     lst.write_text("101 12 3\n102 40 5\n")  # 102 has 5 frames on disk: the real count wins

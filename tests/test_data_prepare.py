@@ -1,6 +1,7 @@
 """Dataset preparation logic that runs without ffmpeg: commands, job lists, FineGym cut plans, list files."""
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from rsanet.config import load_config
 from rsanet.data import build_dataset
 from rsanet.data.media import index_frames, write_frame_folder, write_video
 from rsanet.data.prepare import (cut_command, extract_frames_command, ffmpeg_pattern, find_ffmpeg, finegym_cut_plan,
-                                 frame_jobs, read_clip_ids)
+                                 frame_jobs, partial_path, read_clip_ids, run_jobs)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,6 +82,7 @@ def test_finegym_two_stage_cut_plan(tmp_path):
     cmd = cut_command("ffmpeg", actions[0])
     assert cmd[cmd.index("-ss") + 1] == "5.000" and cmd[cmd.index("-t") + 1] == "4.750"
     assert cmd[cmd.index("-i") + 1] == str(ev / "yt1_E_000010_000020.mp4") and "-an" in cmd
+    assert cmd[-1] == str(cl / "yt1_E_000010_000020_A_0005_0009.partial.mp4")  # renamed when complete
     elements = tmp_path / "gym99_val_element.txt"
     elements.write_text("yt1_E_000010_000020_A_0001_0003 4\n\n")
     assert read_clip_ids([elements]) == {"yt1_E_000010_000020_A_0001_0003"}
@@ -134,3 +136,20 @@ def test_generated_media_round_trip(tmp_path):
     write_video(tmp_path / "v.mp4", index_frames(5, 48, 64), "mpeg4")
     frames = VideoFileDecoder(tmp_path).decode(VideoRecord("v.mp4", 0), [0, 4])
     assert frames.shape == (2, 48, 64, 3) and abs(float(frames[1].mean()) - 56) < 4
+
+
+def test_jobs_write_partial_results_and_rename_only_on_success(tmp_path):
+    """run_jobs with Python standing in for ffmpeg: a finished job appears under its final name, a failed
+    one leaves nothing (so an interrupted extraction is redone, never silently kept truncated)."""
+    write = "import pathlib, sys; pathlib.Path(sys.argv[1], '00001.jpg').write_bytes(b'x'); sys.exit(int(sys.argv[2]))"
+    ok, bad = tmp_path / "frames" / "ok", tmp_path / "frames" / "bad.v2"
+    jobs = [([sys.executable, "-c", write, str(partial_path(ok, True)), "0"], ok),
+            ([sys.executable, "-c", write, str(partial_path(bad, True)), "3"], bad)]
+    failed = run_jobs(jobs, workers=2, is_dir=True)
+    assert [f for f, _ in failed] == [bad] and "exit 3" in failed[0][1]
+    assert (ok / "00001.jpg").is_file() and not partial_path(ok, True).exists()
+    assert not bad.exists() and not partial_path(bad, True).exists()
+    clip = tmp_path / "clips" / "a.mp4"
+    touch = "import pathlib, sys; pathlib.Path(sys.argv[1]).write_bytes(b'x')"
+    assert run_jobs([([sys.executable, "-c", touch, str(partial_path(clip, False))], clip)]) == []
+    assert clip.read_bytes() == b"x" and partial_path(clip, False).name == "a.partial.mp4"

@@ -13,7 +13,7 @@ def reference_normalize(frames):
     """(T, H, W, 3) uint8 -> (3, T, H, W) float64, literally (x / 255 - mean) / std."""
     x = frames.astype(np.float64) / 255.0
     x = (x - np.array(MEAN)) / np.array(STD)
-    return torch.from_numpy(np.transpose(x, (3, 0, 1, 2)))
+    return torch.from_numpy(np.transpose(x, (3, 0, 1, 2)))  # (T, H, W, 3) -> (3, T, H, W)
 
 
 def random_frames(t, h, w, seed=0):

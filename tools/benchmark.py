@@ -18,6 +18,8 @@ from rsanet.benchmark.common import format_table, write_json  # noqa: E402
 # entry here plus its module with OPTIONS and run().
 SUBCOMMANDS = {
     "layer": ("rsanet.benchmark.layer", "one RSA layer at the RSANet-R50 stage shapes (ours, paper_eq12, reference)"),
+    "data": ("rsanet.benchmark.data",
+             "data pipeline clips/s per worker: decode, then decode + train transforms, 8 and 16 frames"),
 }
 
 

@@ -29,13 +29,19 @@ USER_ERRORS = (ConfigError, CheckpointError, FileNotFoundError, AnnotationError,
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files or frame folders")
+    p.add_argument("videos", nargs="*", metavar="VIDEO", help="video files or frame folders")
     p.add_argument("--config", default=None, help="experiment YAML (default: the config stored in the checkpoint)")
     p.add_argument("--checkpoint", required=True, help="best.pth / last.pth, or a bare model state dict")
     p.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="overrides, e.g. test.crops=3")
     p.add_argument("--topk", type=int, default=5, help="classes printed per input (default 5)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the model runs")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    # `--opts a=1 clip.mp4`: --opts swallows what follows it; anything without "=" is an input, not an override.
+    args.videos += [o for o in args.opts if "=" not in o]
+    args.opts = [o for o in args.opts if "=" in o]
+    if not args.videos:
+        p.error("no VIDEO given (video files or frame folders)")
+    return args
 
 
 def main(argv=None) -> int:

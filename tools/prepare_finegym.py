@@ -19,7 +19,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 
 import rsanet  # noqa: E402,F401
-from rsanet.data.prepare import cut_command, find_ffmpeg, finegym_cut_plan, read_clip_ids, run_commands  # noqa: E402
+from rsanet.data.prepare import cut_command, find_ffmpeg, finegym_cut_plan, read_clip_ids, run_jobs  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -38,9 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 def stage(name: str, cuts, ffmpeg: str, workers: int) -> int:
     todo = [c for c in cuts if not c.dst.is_file()]
     print(f"{name}: {len(todo)} to cut ({len(cuts) - len(todo)} already present)")
-    failed = run_commands([cut_command(ffmpeg, c) for c in todo], workers, make_dirs={c.dst.parent for c in todo})
-    for cmd, err in failed:
-        print(f"FAILED {cmd[-1]}: {err}", file=sys.stderr)
+    failed = run_jobs([(cut_command(ffmpeg, c), c.dst) for c in todo], workers)
+    for dst, err in failed:
+        print(f"FAILED {dst}: {err}", file=sys.stderr)
     return len(failed)
 
 

@@ -16,7 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import argparse  # noqa: E402
 
 import rsanet  # noqa: E402,F401
-from rsanet.data.prepare import VIDEO_EXTS, extract_frames_command, find_ffmpeg, frame_jobs, run_commands  # noqa: E402
+from rsanet.data.prepare import (VIDEO_EXTS, extract_frames_command, find_ffmpeg, frame_jobs,  # noqa: E402
+                                 partial_path, run_jobs)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -46,11 +47,11 @@ def main(argv=None) -> int:
     exts = tuple(e if e.startswith(".") else f".{e}" for e in args.ext)
     jobs = frame_jobs(args.videos, args.frames, exts)
     print(f"extracting frames of {len(jobs)} videos into {args.frames}")
-    commands = [extract_frames_command(ffmpeg, v, out, args.height, args.quality, args.template, args.start)
-                for v, out in jobs]
-    failed = run_commands(commands, args.workers, make_dirs=[out for _, out in jobs])
-    for cmd, err in failed:
-        print(f"FAILED {cmd[cmd.index('-i') + 1]}: {err}", file=sys.stderr)
+    commands = [(extract_frames_command(ffmpeg, v, partial_path(out, True), args.height, args.quality, args.template,
+                                        args.start), out) for v, out in jobs]
+    failed = run_jobs(commands, args.workers, is_dir=True)
+    for out, err in failed:
+        print(f"FAILED {out}: {err}", file=sys.stderr)
     print(f"done: {len(jobs) - len(failed)} extracted, {len(failed)} failed")
     return 1 if failed else 0
 

@@ -14,11 +14,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
+import os  # noqa: E402
 import json  # noqa: E402
 
 import rsanet  # noqa: E402,F401  (before any torchvision import)
 from rsanet.config import ConfigError, load_config  # noqa: E402
-from rsanet.dist import env_world_size, get_rank  # noqa: E402
+from rsanet.dist import env_world_size  # noqa: E402
 from rsanet.data import BadDataError  # noqa: E402
 from rsanet.engine import CheckpointError, run_test  # noqa: E402
 
@@ -42,7 +43,7 @@ def main(argv=None) -> int:
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    if get_rank() == 0:
+    if os.environ.get("RANK", "0") == "0":
         print(json.dumps(metrics, indent=2))
     return 0
 

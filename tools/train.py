@@ -11,6 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
+import os  # noqa: E402
 
 import rsanet  # noqa: E402,F401  (before any torchvision import)
 from rsanet.config import ConfigError, load_config  # noqa: E402
@@ -39,7 +40,7 @@ def main(argv=None) -> int:
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    if summary["finished"]:
+    if summary["finished"] and os.environ.get("RANK", "0") == "0":
         print(f"best top1 {summary['best_top1']:.2f} (epoch {summary['best_epoch']}), "
               f"last top1 {summary['last_top1']:.2f}; work dir {summary['work_dir']}")
     return 0

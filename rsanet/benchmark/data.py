@@ -11,19 +11,19 @@ Media (textured, moving, lightly noisy frames, so that they compress like real f
 * ``webm-seek``: the same files through decord's accurate ``get_batch`` (for comparison);
 * ``mp4``: Diving-48-like H.264 MP4, 240 x 320 px, 30 fps, 96 frames.
 
-The table is printed by ``python tools/benchmark.py data`` or ``python benchmarks/data_pipeline.py``.
+Each number is ``clips / median time`` of ``repeats`` timed runs of ``clips`` clips (after ``warmup`` untimed
+clips), with one torch thread, as in a DataLoader worker. The table is printed by
+``python tools/benchmark.py data`` or ``python benchmarks/data_pipeline.py``.
 """
 from __future__ import annotations
 
-import json
 import tempfile
-import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
+from rsanet.benchmark.common import median_time
 from rsanet.data.datasets import VideoDataset, call_with_timeout
 from rsanet.data.decoders import FrameFolderDecoder, VideoFileDecoder, decode_clip
 from rsanet.data.media import textured_frames, write_frame_folder, write_video
@@ -31,24 +31,22 @@ from rsanet.data.records import VideoRecord
 from rsanet.data.sampling import ClipSampler
 from rsanet.data.transforms import FlipPolicy, TrainTransform
 
-__all__ = ["BACKENDS", "DataBenchRow", "benchmark_data", "format_table", "to_json"]
+__all__ = ["BACKENDS", "OPTIONS", "COLUMNS", "run", "make_media"]
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 BACKENDS = ("frames", "webm", "webm-seek", "mp4")
+COLUMNS = ["backend", "media", "T", "decode clips/s", "decode+train clips/s", "train ms/clip"]
+
+# Options of the `data` subcommand (tools/benchmark.py turns them into argparse arguments).
+OPTIONS = [
+    (("--frames",), {"type": int, "nargs": "+", "default": [8, 16], "help": "T, frames per clip"}),
+    (("--backends",), {"nargs": "+", "default": list(BACKENDS), "choices": list(BACKENDS), "help": "media kinds"}),
+    (("--clips",), {"type": int, "default": 10, "help": "clips per timed run"}),
+    (("--videos",), {"type": int, "default": 4, "help": "distinct generated videos per backend"}),
+]
 
 
-@dataclass
-class DataBenchRow:
-    """One line of the table."""
-
-    backend: str
-    media: str
-    frames: int
-    decode_clips_per_s: float
-    train_clips_per_s: float
-
-
-def _make_media(backend: str, root: Path, videos: int) -> tuple[list[VideoRecord], object, str]:
+def make_media(backend: str, root: Path, videos: int) -> tuple[list[VideoRecord], object, str]:
     """Write ``videos`` files for ``backend`` under ``root``; (records, decoder, description)."""
     if backend == "frames":
         for v in range(videos):
@@ -67,54 +65,55 @@ def _make_media(backend: str, root: Path, videos: int) -> tuple[list[VideoRecord
     raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
 
 
-def _rate(fn: Callable[[int], None], count: int, min_seconds: float) -> float:
-    """Calls per second of ``fn(i)``, over at least ``count`` calls and ``min_seconds`` (after one warm-up)."""
-    fn(0)
-    done, start = 0, time.perf_counter()
-    while done < count or time.perf_counter() - start < min_seconds:
-        fn(done)
-        done += 1
-    return done / (time.perf_counter() - start)
+def _decode_only(ds: VideoDataset, video: int) -> None:
+    """The dataset's decode path (guard, frame count, sampling, decoding) without the transform."""
+    record = ds.records[video]
+    call_with_timeout(lambda: decode_clip(ds.decoder, record, lambda r: ds.sampler(r, 0)), ds.decode_timeout,
+                      record.path)
 
 
-def benchmark_data(backends: Sequence[str] = BACKENDS, frames: Sequence[int] = (8, 16), clips: int = 20,
-                   min_seconds: float = 2.0, videos: int = 4) -> list[DataBenchRow]:
-    """Clips/s per worker for every backend and clip length (see the module doc)."""
+def _clips_per_s(step, clips: int, videos: int, repeats: int, warmup: int) -> float:
+    counter = iter(range(10**9))
+
+    def batch() -> None:
+        for _ in range(clips):
+            step(next(counter) % videos)
+
+    for _ in range(warmup):
+        step(next(counter) % videos)
+    return clips / median_time(batch, repeats, 0, torch.device("cpu"))
+
+
+def _row(backend: str, records, decoder, desc: str, t: int, clips: int, repeats: int, warmup: int) -> dict:
+    transform = TrainTransform((240, 320), 224, (1.0, 0.875, 0.75, 0.66), FlipPolicy("all"), MEAN, STD)
+    ds = VideoDataset(records, decoder, ClipSampler(t, train=True), transform, ["x"], train=True)
+    decode = _clips_per_s(lambda v: _decode_only(ds, v), clips, len(records), repeats, warmup)
+    full = _clips_per_s(lambda v: ds[v], clips, len(records), repeats, warmup)
+    return {"backend": backend, "media": desc, "T": t, "decode clips/s": decode, "decode+train clips/s": full,
+            "train ms/clip": 1000.0 / full}
+
+
+def run(frames: Sequence[int] = (8, 16), backends: Sequence[str] = BACKENDS, clips: int = 10, videos: int = 4,
+        repeats: int = 5, warmup: int = 2, device: str = "auto", progress=None) -> dict:
+    """Clips/s per worker for every backend and clip length; returns {"title", "columns", "rows", "meta"}.
+
+    Decoding runs on the CPU whatever ``device`` says (it is accepted for the common benchmark options).
+    """
     rows = []
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a DataLoader worker
     try:
         with tempfile.TemporaryDirectory(prefix="rsanet_data_bench_") as tmp:
             for backend in backends:
-                records, decoder, desc = _make_media(backend, Path(tmp) / backend, videos)
+                records, decoder, desc = make_media(backend, Path(tmp) / backend, videos)
                 for t in frames:
-                    flip = FlipPolicy("all")
-                    transform = TrainTransform((240, 320), 224, (1.0, 0.875, 0.75, 0.66), flip, MEAN, STD)
-                    ds = VideoDataset(records, decoder, ClipSampler(t, train=True), transform, ["x"], train=True)
-                    decode = _rate(lambda i: _decode_only(ds, i % len(records)), clips, min_seconds)
-                    full = _rate(lambda i: ds[i % len(records)], clips, min_seconds)
-                    rows.append(DataBenchRow(backend, desc, t, decode, full))
+                    rows.append(_row(backend, records, decoder, desc, t, clips, repeats, warmup))
+                    if progress is not None:
+                        progress(rows[-1])
     finally:
         torch.set_num_threads(threads)
-    return rows
-
-
-def _decode_only(ds: VideoDataset, video: int) -> None:
-    """The dataset's decode path without the transform."""
-    record = ds.records[video]
-    call_with_timeout(lambda: decode_clip(ds.decoder, record, lambda r: ds.sampler(r, 0)), ds.decode_timeout,
-                      record.path)
-
-
-def format_table(rows: Sequence[DataBenchRow]) -> str:
-    """Markdown table of the rows."""
-    lines = ["| backend | media | frames | decode (clips/s) | decode + train transforms (clips/s) |",
-             "|---|---|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r.backend} | {r.media} | {r.frames} | {r.decode_clips_per_s:.1f} | "
-                     f"{r.train_clips_per_s:.1f} |")
-    return "\n".join(lines)
-
-
-def to_json(rows: Sequence[DataBenchRow]) -> str:
-    return json.dumps([asdict(r) for r in rows], indent=2)
+    title = (f"Data pipeline per worker (1 process, 1 torch thread), torch {torch.__version__}: clips/s = "
+             f"{clips} clips / median of {repeats} runs; train = TSN segment sampling + resize 240x320, "
+             f"multi-scale crop 224, flip, normalize")
+    meta = {"torch": torch.__version__, "clips": clips, "repeats": repeats, "warmup": warmup, "videos": videos}
+    return {"title": title, "columns": COLUMNS, "rows": rows, "meta": meta}

@@ -108,7 +108,7 @@ class VideoDataset(Dataset):
 
     def location(self, video: int | VideoRecord) -> str:
         """Where the sample of ``video`` (an index or a record) lives on disk (for messages)."""
-        record = self.records[video] if isinstance(video, int) else video
+        record = video if isinstance(video, VideoRecord) else self.records[int(video)]
         root = getattr(self.decoder, "root", None)
         return str(Path(root) / record.path) if root is not None else record.path
 
@@ -132,6 +132,7 @@ class VideoDataset(Dataset):
             return None
 
     def __getitem__(self, index: int) -> dict:
+        index = int(index)
         if not 0 <= index < len(self):
             raise IndexError(f"sample index {index} is outside 0..{len(self) - 1}")
         video, view = divmod(index, self.num_views)
@@ -172,7 +173,8 @@ def _existing(value: Optional[str], key: str, kind: str) -> Path:
     return path
 
 
-def drop_missing(records: Sequence[VideoRecord], root: Path, source: str) -> tuple[list[VideoRecord], list[VideoRecord]]:
+def drop_missing(records: Sequence[VideoRecord], root: Path,
+                 source: str) -> tuple[list[VideoRecord], list[VideoRecord]]:
     """Split records into (present, missing) by one directory listing per folder; warn about the missing."""
     listings: dict[Path, set[str]] = {}
     kept, missing = [], []

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["AnnotationError", "read_class_list", "swap_left_right", "left_right_pairs"]
+__all__ = ["AnnotationError", "read_class_list", "check_unique_names", "swap_left_right", "left_right_pairs"]
 
 _LEFT_RIGHT = re.compile(r"\b(left|right)\b", re.IGNORECASE)
 
@@ -27,11 +27,12 @@ def read_class_list(path: str | Path) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"class list not found: {path}")
     names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
-    _check_unique(names, path)
+    check_unique_names(names, path)
     return names
 
 
-def _check_unique(names: Sequence[str], source: str | Path) -> None:
+def check_unique_names(names: Sequence[str], source: str | Path) -> None:
+    """Raise :class:`AnnotationError` naming ``source`` if ``names`` is empty or lists a name twice."""
     seen: set[str] = set()
     for name in names:
         if name in seen:

@@ -24,7 +24,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from rsanet.data.labels import AnnotationError, _check_unique, read_class_list
+from rsanet.data.labels import AnnotationError, check_unique_names, read_class_list
 from rsanet.data.records import VideoRecord
 
 __all__ = [
@@ -136,7 +136,7 @@ def read_diving48_classes(label_file: str | Path) -> list[str]:
     if not isinstance(data, list) or not all(isinstance(v, list) and v for v in data):
         raise AnnotationError(f"{path}: expected a JSON list of sub-label lists")
     names = ["+".join(str(part) for part in entry) for entry in data]
-    _check_unique(names, path)
+    check_unique_names(names, path)
     return names
 
 
@@ -176,7 +176,7 @@ def read_gym_classes(label_file: str | Path) -> list[str]:
         by_label[clabel] = m.group(4)
     if sorted(by_label) != list(range(len(by_label))):
         raise AnnotationError(f"{path}: Clabel values must be 0..{len(by_label) - 1}, each once")
-    # Names are not unique in the release (Gym99 classes 59 and 71 are both "(BB) salto backward tucked",
+    # Names are not unique in the release (Gym99 classes 58 and 70 are both "(BB) salto backward tucked",
     # in different element sets): the class is its Clabel.
     return [by_label[i] for i in range(len(by_label))]
 

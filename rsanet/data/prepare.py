@@ -14,17 +14,18 @@ The logic lives here (testable without ffmpeg); ``tools/prepare_*.py`` are the c
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
 from rsanet.data.records import VideoRecord
 
-__all__ = ["find_ffmpeg", "ffmpeg_pattern", "extract_frames_command", "frame_jobs", "run_commands",
+__all__ = ["find_ffmpeg", "ffmpeg_pattern", "extract_frames_command", "frame_jobs", "partial_path", "run_jobs",
            "count_frames", "list_line", "Cut", "finegym_cut_plan", "cut_command", "read_clip_ids"]
 
 VIDEO_EXTS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v")
@@ -68,20 +69,37 @@ def frame_jobs(video_root: Path, frame_root: Path, exts: Sequence[str] = VIDEO_E
     return jobs
 
 
-def run_commands(commands: Iterable[list[str]], workers: int = 4,
-                 make_dirs: Iterable[Optional[Path]] = ()) -> list[tuple[list[str], str]]:
-    """Run commands in a thread pool; returns (command, error text) for each that failed."""
-    commands, dirs = list(commands), list(make_dirs)
-    for d in dirs:
-        if d is not None:
-            d.mkdir(parents=True, exist_ok=True)
+def partial_path(final: Path, is_dir: bool) -> Path:
+    """Where a job writes before it is complete: folder ``x`` -> ``x.partial``, file ``x.mp4`` -> ``x.partial.mp4``."""
+    name = f"{final.name}.partial" if is_dir else f"{final.stem}.partial{final.suffix}"
+    return final.with_name(name)
 
-    def one(cmd: list[str]) -> Optional[tuple[list[str], str]]:
+
+def run_jobs(jobs: Sequence[tuple[list[str], Path]], workers: int = 4, is_dir: bool = False) -> list[tuple[Path, str]]:
+    """Run ``(command, final path)`` jobs in a thread pool; returns ``(final path, error)`` for each failure.
+
+    Each command must write to ``partial_path(final, is_dir)`` (created first when it is a folder). On success
+    it is renamed to ``final``, on failure removed, so an interrupted run never leaves a truncated result
+    under the final name, and re-running redoes only what is missing.
+    """
+    def one(job: tuple[list[str], Path]) -> Optional[tuple[Path, str]]:
+        cmd, final = job
+        tmp = partial_path(final, is_dir)
+        (tmp if is_dir else tmp.parent).mkdir(parents=True, exist_ok=True)
         proc = subprocess.run(cmd, capture_output=True, text=True)
-        return None if proc.returncode == 0 else (cmd, proc.stderr.strip()[-500:])
+        if proc.returncode == 0 and tmp.exists():
+            if is_dir and final.is_dir():
+                shutil.rmtree(final)  # an empty or stale folder from an earlier attempt
+            os.replace(tmp, final)
+            return None
+        if is_dir:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        return final, (proc.stderr.strip()[-500:] or f"no output written (exit {proc.returncode})")
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        return [r for r in pool.map(one, commands) if r is not None]
+        return [r for r in pool.map(one, list(jobs)) if r is not None]
 
 
 def count_frames(decoder, record: VideoRecord) -> int:
@@ -156,10 +174,10 @@ def finegym_cut_plan(annotation: dict, raw_dir: Path, event_dir: Path, clip_dir:
 
 
 def cut_command(ffmpeg: str, cut: Cut) -> list[str]:
-    """Frame-accurate re-encoding cut (H.264, no audio)."""
+    """Frame-accurate re-encoding cut (H.264, no audio), written to ``partial_path(cut.dst)`` (see :func:`run_jobs`)."""
     return [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-ss", f"{cut.start:.3f}",
             "-i", str(cut.src), "-t", f"{cut.end - cut.start:.3f}", "-map", "0:v:0", "-c:v", "libx264",
-            "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p", "-an", str(cut.dst)]
+            "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p", "-an", str(partial_path(cut.dst, False))]
 
 
 def read_clip_ids(paths: Sequence[Path]) -> set[str]:

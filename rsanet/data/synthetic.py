@@ -166,9 +166,11 @@ def _upsample(grid: np.ndarray, h: int, w: int) -> np.ndarray:
 
 
 def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """Static textured background: smooth colour noise plus a random oriented stripe pattern."""
+    """Static textured background: smooth colour noise around a random mean colour, plus faint stripes."""
     g = int(rng.integers(3, 9))
-    base = _upsample(rng.uniform(0.0, 1.0, size=(g, g, 3)), h, w)  # (h, w, 3)
+    noise = _upsample(rng.uniform(-0.5, 0.5, size=(g, g, 3)), h, w)  # (h, w, 3)
+    mean = rng.uniform(0.2, 0.8, size=3)
+    contrast = rng.uniform(0.25, 0.6)
     ang = rng.uniform(0, math.pi)
     freq = rng.uniform(0.05, 0.3)  # cycles per pixel
     # cos(a x + b y + c) = cos(a x + c) cos(b y) - sin(a x + c) sin(b y): two 1-D tables, one outer product
@@ -176,7 +178,7 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     by = 2 * math.pi * freq * math.sin(ang) * np.arange(h)  # (h,)
     stripes = np.outer(np.cos(by), np.cos(ax)) - np.outer(np.sin(by), np.sin(ax))  # (h, w)
     tint = rng.uniform(-1.0, 1.0, size=3)
-    bg = base + rng.uniform(0.05, 0.2) * stripes[..., None] * tint  # (h, w, 3)
+    bg = mean + contrast * noise + rng.uniform(0.03, 0.12) * stripes[..., None] * tint  # (h, w, 3)
     return np.clip(bg, 0.0, 1.0).astype(np.float32)
 
 

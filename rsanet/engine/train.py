@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -148,7 +149,9 @@ def train_one_epoch(parts: TrainParts, state: TrainState, loader, rng_after_iter
             if skipped_in_row >= MAX_CONSECUTIVE_SKIPS:
                 raise _non_finite(parts, state, loss, float(norm), f"{skipped_in_row} consecutive fp16 steps skipped")
         lr = parts.optimizer.param_groups[0]["lr"]
-        parts.scheduler.step()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*")  # after a skipped fp16 step
+            parts.scheduler.step()
         state.step_in_epoch += 1
         state.global_step += 1
         # This rank alone over the budget of the whole epoch (all ranks) is over it for sure: stop early.

@@ -24,7 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rsanet.ops.window import check_kernel_size, spatial_downsample, window_conv3d
+from rsanet.ops.channelwise_conv import channelwise_window_conv
+from rsanet.ops.window import check_kernel_size, spatial_downsample
 
 __all__ = ["RSA", "parse_terms"]
 
@@ -164,30 +165,8 @@ class RSA(nn.Module):
                 f"context={self.context_terms}, norm={self.norm!r}, stride={self.stride}")
 
     # ----------------------------------------------------------------------------------------------
-    # Pieces shared with the reference and the paper transcription
+    # Helpers shared with the paper transcription and the visualisation
     # ----------------------------------------------------------------------------------------------
-    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Normalized query, key, value: q (B, L, C_Q, T, H, W), k and v (B, C_Q, T, H, W).
-
-        The three 1x1x1 projections run as one conv (their weights stacked). L2 norms are computed in at
-        least float32.
-        """
-        b, _, t, h, w = x.shape
-        L, cq = self.queries, self.head_dim
-        convs = [self.query, self.value] if self.key is None else [self.query, self.value, self.key]
-        qvk = F.conv3d(x, torch.cat([c.weight for c in convs], dim=0))  # (B, (L + 1 [+ 1]) * C_Q, T, H, W)
-        q, v, k = torch.split(qvk, [L * cq, cq, cq], dim=1) if self.key is not None else (*torch.split(qvk, [L * cq, cq], dim=1), None)
-        if self.norm == "batchnorm":
-            q, v = self.norm_q(q), self.norm_v(v)
-            k = None if k is None else self.norm_k(k)
-        q = q.reshape(b, L, cq, t, h, w)  # (B, L*C_Q, T, H, W) -> (B, L, C_Q, T, H, W)
-        if self.norm == "l2":
-            acc = _accumulation_dtype(q)
-            q = F.normalize(q.to(acc), dim=2)
-            k = None if k is None else F.normalize(k.to(acc), dim=1)
-            v = F.normalize(v.to(acc), dim=1)
-        return q, k, v
-
     def channel_h1(self) -> torch.Tensor:
         """H1 expanded to every key channel: (M, G, D) -> (M, C_Q, D), channel c uses group c // (C_Q / G)."""
         return self.H1.repeat_interleave(self.head_dim // self.groups, dim=1)
@@ -203,63 +182,106 @@ class RSA(nn.Module):
         return kappa.reshape(*kappa.shape[:-1], *self.kernel_size)  # (..., M) -> (..., t, h, w)
 
     # ----------------------------------------------------------------------------------------------
-    # Efficient forward (Eq. 12)
+    # Efficient forward (Eq. 12). Activations are kept position-major, (B, N, ...), so that every
+    # per-position product is one batched matmul over B*N small contiguous matrices.
     # ----------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, T, H, W) -> (B, C_out, T, H/s, W/s); the result is in channels-last memory format."""
         if x.dim() != 5 or x.shape[1] != self.in_channels:
             raise ValueError(f"RSA expects (B, {self.in_channels}, T, H, W), got {tuple(x.shape)}")
         b, _, t, h, w = x.shape
-        n = t * h * w
-        L, cq, d = self.queries, self.head_dim, self.latent_dim
-        q, k, v = self.project(x)
-        u = self._latent_kernel(q, k)  # (B, L, D, N)
-        # Value side, ONE conv for H2 and G (they read the same value channels): every value channel is
-        # convolved separately with D + C_Q window filters, so v is viewed as (B*C_Q, 1, T, H, W).
-        filters = self.H2 if self.G is None else torch.cat([self.H2, self.G], dim=1)  # (M, D [+ C_Q])
-        filters = filters.t().reshape(-1, 1, *self.kernel_size)  # (M, F) -> (F, 1, t, h, w)
-        vf = window_conv3d(v.reshape(b * cq, 1, t, h, w), filters.to(v.dtype))  # (B*C_Q, F, T, H, W)
-        vf = vf.reshape(b, cq, -1, n)  # (B*C_Q, F, T, H, W) -> (B, C_Q, F, N)
-        acc = _accumulation_dtype(vf)
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            y = self._aggregate(u.to(acc), vf.to(acc))  # (B, L, C_Q, N)
-        # Back to the conv dtype (bf16 under autocast): (B, L, C_Q, N) -> (B, C_out, T, H, W).
-        y = y.reshape(b, L * cq, t, h, w).to(vf.dtype)
+        q, k, v = self._project(x)  # (B, N, L, C_Q), (B, N, C_Q) or None, (B, N, C_Q)
+        out_dtype = q.dtype if not torch.is_autocast_enabled(x.device.type) else \
+            torch.get_autocast_dtype(x.device.type)
+        acc = _accumulation_dtype(q)
+        u = self._latent_kernel(q, k, (t, h, w), acc)  # (B, N, L, D)
+        y = self._aggregate(u, v, (t, h, w), acc)  # (B, N, L, C_Q)
+        # (B, N, L, C_Q) -> (B, T, H, W, C_out) -> (B, C_out, T, H, W): a channels-last view, no copy
+        y = y.reshape(b, t, h, w, -1).permute(0, 4, 1, 2, 3).to(out_dtype)
         return spatial_downsample(y, self.stride)
 
-    def _latent_kernel(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        """u = q (P1^T + K (*) r(H1)) (Eqs. 10, 12): (B, L, D, N), through the two kernel taps."""
-        b, L, cq, t, h, w = q.shape
-        n, d = t * h * w, self.latent_dim
-        acc = _accumulation_dtype(q)
-        q = q.reshape(b, L, cq, n)  # (B, L, C_Q, T, H, W) -> (B, L, C_Q, N)
+    def _project(self, x: torch.Tensor):
+        """Normalized q (B, N, L, C_Q), k (B, N, C_Q) (None without a relational kernel), v (B, N, C_Q).
+
+        The 1x1x1 projections run as one matmul of the stacked weights; L2 norms in at least float32.
+        """
+        b, c_in = x.shape[:2]
+        L, cq = self.queries, self.head_dim
+        convs = [self.query, self.value] + ([self.key] if self.key is not None else [])
+        weight = torch.cat([conv.weight for conv in convs], dim=0).flatten(1)  # (C_qvk, C_in, 1, 1, 1) -> (C_qvk, C_in)
+        # (B, C_in, T, H, W) -> (B, C_in, N) -> (B, N, C_in); @ (C_in, C_qvk) -> (B, N, C_qvk)
+        qvk = torch.matmul(x.reshape(b, c_in, -1).transpose(1, 2), weight.t())
+        n = qvk.shape[1]
+        if self.norm == "batchnorm":
+            # BatchNorm3d on channel-first views: (B, N, C) -> (B, C, N, 1, 1) -> back to (B, N, C)
+            bns = [self.norm_q, self.norm_v] + ([self.norm_k] if self.key is not None else [])
+            parts = torch.split(qvk, [L * cq] + [cq] * (len(bns) - 1), dim=2)
+            qvk = torch.cat([bn(p.transpose(1, 2)[..., None, None])[..., 0, 0].transpose(1, 2)
+                             for bn, p in zip(bns, parts)], dim=2)
+        q = qvk[:, :, :L * cq].reshape(b, n, L, cq)  # (B, N, L*C_Q) -> (B, N, L, C_Q)
+        v = qvk[:, :, L * cq:(L + 1) * cq]  # (B, N, C_Q)
+        k = qvk[:, :, (L + 1) * cq:] if self.key is not None else None  # (B, N, C_Q)
+        if self.norm == "l2":
+            acc = _accumulation_dtype(q)
+            q, v = F.normalize(q.to(acc), dim=-1), F.normalize(v.to(acc), dim=-1)
+            k = F.normalize(k.to(acc), dim=-1) if k is not None else None
+        return q, k, v
+
+    def _window_conv(self, z: torch.Tensor, filters: torch.Tensor, thw) -> torch.Tensor:
+        """Channel-wise window conv of position-major z (B, N, C_Q) with (C_Q*F, 1, t, h, w) filters:
+        (B, N, C_Q, F)."""
+        b, n, cq = z.shape
+        z = z.reshape(b, *thw, cq).permute(0, 4, 1, 2, 3)  # (B, N, C_Q) -> (B, C_Q, T, H, W), channels-last view
+        out = channelwise_window_conv(z, filters)  # (B, C_Q*F, T, H, W)
+        # (B, C_Q*F, T, H, W) -> (B, T, H, W, C_Q*F) -> (B, N, C_Q, F); a view when out is channels-last
+        return out.permute(0, 2, 3, 4, 1).reshape(b, n, cq, -1)
+
+    def _latent_kernel(self, q: torch.Tensor, k: torch.Tensor | None, thw, acc: torch.dtype) -> torch.Tensor:
+        """u = q (P1^T + K (*) r(H1)) (Eqs. 10, 12): (B, N, L, D), passed through the two kernel taps."""
+        b, n, L, cq = q.shape
+        d = self.latent_dim
         u = None
         if self.H1 is not None:
-            # A = K (*) r(H1) (Eq. 10): a grouped conv, key channel c with its D filters H1[:, c, :].
+            # A = K (*) r(H1) (Eq. 10): key channel c convolved with its D filters H1[:, c, :]
             filters = self.channel_h1().permute(1, 2, 0).reshape(cq * d, 1, *self.kernel_size)  # (M, C_Q, D) -> (C_Q*D, 1, t, h, w)
-            a = window_conv3d(k, filters.to(k.dtype), groups=cq)  # (B, C_Q*D, T, H, W)
-            a = a.reshape(b, cq, d, n)  # (B, C_Q*D, T, H, W) -> (B, C_Q, D, N)
-            with torch.autocast(device_type=q.device.type, enabled=False):
-                u_r = torch.einsum("blcn,bcdn->bldn", q.to(acc), a.to(acc))  # (B, L, D, N)
-            u = self.tap_relational_kernel(u_r.reshape(b, L, d, t, h, w)).reshape(b, L, d, n)
+            a = self._window_conv(k, filters, thw)  # (B, N, C_Q, D)
+            with torch.autocast(q.device.type, enabled=False):
+                u_r = torch.matmul(q.to(acc), a.to(acc))  # (B, N, L, C_Q) @ (B, N, C_Q, D) -> (B, N, L, D)
+            u = self._tap(self.tap_relational_kernel, u_r, thw)
         if self.P1 is not None:
-            with torch.autocast(device_type=q.device.type, enabled=False):
-                u_v = torch.einsum("blcn,dc->bldn", q.to(acc), self.P1.to(acc))  # (B, L, D, N)
-            u_v = self.tap_basic_kernel(u_v.reshape(b, L, d, t, h, w)).reshape(b, L, d, n)
+            with torch.autocast(q.device.type, enabled=False):
+                u_v = torch.matmul(q.to(acc), self.P1.t().to(acc))  # (B, N, L, C_Q) @ (C_Q, D) -> (B, N, L, D)
+            u_v = self._tap(self.tap_basic_kernel, u_v, thw)
             u = u_v if u is None else u + u_v
         return u
 
-    def _aggregate(self, u: torch.Tensor, vf: torch.Tensor) -> torch.Tensor:
-        """y = u (H2^T V) (context factor) with the query side first: (B, L, C_Q, N).
+    @staticmethod
+    def _tap(tap: nn.Module, u: torch.Tensor, thw) -> torch.Tensor:
+        """Show a latent kernel (B, N, L, D) to ``tap`` as (B, L, D, T, H, W); returns it position-major."""
+        b, n, L, d = u.shape
+        shown = tap(u.reshape(b, *thw, L, d).permute(0, 4, 5, 1, 2, 3))  # (B, T, H, W, L, D) -> (B, L, D, T, H, W)
+        return shown.permute(0, 3, 4, 5, 1, 2).reshape(b, n, L, d)  # (B, L, D, T, H, W) -> (B, N, L, D)
 
-        ``vf`` (B, C_Q, D [+ C_Q], N) holds Bv = H2^T V (the D first filters) and, for a relational context,
-        E = V^T G. Basic context: y = u Bv; relational: (u Bv) E; both: (u Bv)(I + E).
+    def _aggregate(self, u: torch.Tensor, v: torch.Tensor, thw, acc: torch.dtype) -> torch.Tensor:
+        """y = u (H2^T V)(context factor), query side first: (B, N, L, C_Q).
+
+        ONE channel-wise conv of the value with the stacked filters [H2 | G] gives Bv = H2^T V (D filters) and,
+        for a relational context, E = V^T G (C_Q filters). Basic context: y = u Bv^T; relational:
+        (u Bv^T) E; both: (u Bv^T)(I + E).
         """
         d = self.latent_dim
-        bv = vf[:, :, :d]  # (B, C_Q, D, N)
-        w = torch.einsum("bldn,bcdn->blcn", u, bv)  # (B, L, C_Q, N)
-        if self.G is None:
-            return w
-        e = vf[:, :, d:]  # (B, C_Q, C_Q, N): e[:, c', c] = sum_m V[m, c'] G[m, c]
-        if self.I is not None:
-            e = e + self.I.to(e.dtype)[None, :, :, None]  # I + V^T G, (B, C_Q, C_Q, N)
-        return torch.einsum("blcn,bcen->blen", w, e)  # (B, L, C_Q, N)
+        filters = self.H2 if self.G is None else torch.cat([self.H2, self.G], dim=1)  # (M, D [+ C_Q])
+        cq = v.shape[-1]
+        # the same filters for every value channel: (M, F) -> (F, 1, t, h, w) -> (C_Q*F, 1, t, h, w)
+        filters = filters.t().reshape(1, -1, 1, *self.kernel_size).expand(cq, -1, -1, -1, -1, -1).flatten(0, 1)
+        vf = self._window_conv(v, filters, thw)  # (B, N, C_Q, F): vf[..., c', f] = sum_m V[m, c'] filters[m, f]
+        with torch.autocast(u.device.type, enabled=False):
+            vf = vf.to(acc)
+            bv = vf[..., :d]  # (B, N, C_Q, D)
+            w = torch.matmul(u, bv.transpose(-1, -2))  # (B, N, L, D) @ (B, N, D, C_Q) -> (B, N, L, C_Q)
+            if self.G is None:
+                return w
+            e = vf[..., d:]  # (B, N, C_Q, C_Q): e[..., c', c] = sum_m V[m, c'] G[m, c]
+            if self.I is not None:
+                e = e + self.I.to(acc)  # I + V^T G
+            return torch.matmul(w, e)  # (B, N, L, C_Q) @ (B, N, C_Q, C_Q) -> (B, N, L, C_Q)

@@ -9,11 +9,27 @@ only then does the query side contract with it. Numbers equal the layer's (tests
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from rsanet.ops.rsa import RSA
 from rsanet.ops.window import spatial_downsample, window_conv3d
 
 __all__ = ["paper_eq12"]
+
+
+def _qkv(module: RSA, x: torch.Tensor):
+    """query (B, L, C, T, H, W), key and value (B, C, T, H, W): the module's 1x1x1 convs and norm."""
+    b, _, t, h, w = x.shape
+    query, value = module.query(x), module.value(x)
+    key = module.key(x) if module.key is not None else None
+    if module.norm == "batchnorm":
+        query, value = module.norm_q(query), module.norm_v(value)
+        key = module.norm_k(key) if key is not None else None
+    query = query.reshape(b, module.queries, module.head_dim, t, h, w)  # (B, L*C, T, H, W) -> (B, L, C, T, H, W)
+    if module.norm == "l2":
+        query, value = F.normalize(query, dim=2), F.normalize(value, dim=1)
+        key = F.normalize(key, dim=1) if key is not None else None
+    return query, key, value
 
 
 def paper_eq12(module: RSA, x: torch.Tensor) -> torch.Tensor:
@@ -22,7 +38,7 @@ def paper_eq12(module: RSA, x: torch.Tensor) -> torch.Tensor:
         raise TypeError(f"paper_eq12 needs an RSA module, got {type(module).__name__}")
     b, _, t, h, w = x.shape
     n, L, c, d, ks = t * h * w, module.queries, module.head_dim, module.latent_dim, module.kernel_size
-    query, key, value = module.project(x)
+    query, key, value = _qkv(module, x)
     query = query.reshape(b, L, c, n)  # (B, L, C, T, H, W) -> (B, L, C, N)
 
     # P1_k_H1 = conv1d(key, H1, group=C, kernel=M, bias=P1): (B, C*D, N) -> (B, C, D, N)

@@ -138,6 +138,8 @@ def _draw_heatmap(canvas: Image.Image, values: torch.Tensor, vmax: float, x: int
     img = Image.fromarray(rgb).resize((kw * block, kh * block), Image.NEAREST)
     ox, oy = x + (cell - kw * block) // 2, y + (cell - kh * block) // 2
     canvas.paste(img, (ox, oy))
+    # a thin grey outline, on the outermost pixels only (block centres keep their colour)
+    ImageDraw.Draw(canvas).rectangle([ox, oy, ox + kw * block - 1, oy + kh * block - 1], outline=_OUTSIDE)
     return ox, oy, block
 
 

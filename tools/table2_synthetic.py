@@ -1,0 +1,127 @@
+#!/usr/bin/env python
+"""Table 2 on the synthetic motion benchmark: every transform of configs/synthetic/, several seeds, mean ± std.
+
+Each (config, seed) run trains with ``tools/train.py`` and tests the last checkpoint on the held-out ``test``
+split with ``tools/test.py``; seed ``s`` sets both ``runtime.seed`` (initialisation, data order) and
+``data.synthetic_seed`` (a new draw of the benchmark). Runs that already have a ``test_metrics.json`` are
+reused, so an interrupted table continues where it stopped. The table is printed as Markdown and saved
+to ``<work-dir>/table2_synthetic.json`` (and ``.md``).
+
+    python tools/table2_synthetic.py --seeds 3
+    python tools/table2_synthetic.py --seeds 1 --configs configs/synthetic/tsn.yaml configs/synthetic/rsa.yaml
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import rsanet  # noqa: E402,F401  (before any torchvision import)
+from rsanet.config import load_config  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+ORDER = ["tsn", "conv3d", "conv2plus1d", "self_attention", "self_attention_content", "rsa"]  # the paper's row order
+LABELS = {"tsn": "2D convolution (TSN)", "conv3d": "3D convolution", "conv2plus1d": "(2+1)D convolution",
+          "self_attention": "self-attention (content + position)", "self_attention_content":
+          "self-attention (content only)", "rsa": "RSA"}
+PAPER = {"tsn": 19.7, "conv3d": 43.3, "conv2plus1d": 44.1, "self_attention": 41.6, "self_attention_content": 25.9,
+         "rsa": 47.0}  # Table 2, SS-V1 top-1
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per config (default 3)")
+    p.add_argument("--configs", nargs="+", default=None, help="configs (default: every configs/synthetic/*.yaml)")
+    p.add_argument("--work-dir", default="work_dirs/table2_synthetic", help="output folder")
+    p.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every run")
+    return p.parse_args(argv)
+
+
+def _run(args: list[str], capture: bool = False) -> str:
+    import subprocess
+
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, text=True, stdout=subprocess.PIPE if capture else None)
+    if proc.returncode != 0:
+        raise RuntimeError(f"failed (exit code {proc.returncode}): python {' '.join(args)}")
+    return proc.stdout or ""
+
+
+def run_one(config: Path, seed: int, work_dir: Path, opts: list[str]) -> dict:
+    """Train and test one (config, seed); reuse a finished run. Returns its test metrics and training time."""
+    done = work_dir / "test_metrics.json"
+    timing = work_dir / "train_seconds.json"
+    if done.exists() and timing.exists():
+        return {**json.loads(done.read_text()), **json.loads(timing.read_text())}
+    run_opts = ["--opts", f"runtime.seed={seed}", f"data.synthetic_seed={seed}", *opts]
+    start = time.perf_counter()
+    _run(["tools/train.py", "--config", str(config), "--work-dir", str(work_dir), "--resume", "auto", *run_opts])
+    timing.write_text(json.dumps({"train_seconds": round(time.perf_counter() - start, 1)}) + "\n")
+    _run(["tools/test.py", "--config", str(config), "--checkpoint", str(work_dir / "last.pth"),
+          "--work-dir", str(work_dir), *run_opts])
+    return {**json.loads(done.read_text()), **json.loads(timing.read_text())}
+
+
+def summarize(name: str, config: Path, runs: list[dict], opts: list[str]) -> dict:
+    cfg = load_config(config, opts)
+    counted = json.loads(_run(["tools/flops.py", "--config", str(config), "--json", "--size",
+                               str(cfg.test.crop_size or cfg.data.crop_size), *(["--opts", *opts] if opts else [])],
+                              capture=True))
+    top1 = np.array([r["top1"] for r in runs])
+    mca = np.array([r["mean_class_accuracy"] for r in runs])
+    return {"name": name, "transform": LABELS.get(name, name), "config": str(config), "seeds": len(runs),
+            "top1": top1.tolist(), "top1_mean": float(top1.mean()), "top1_std": float(top1.std(ddof=1)) if len(runs) > 1 else 0.0,
+            "mean_class_accuracy_mean": float(mca.mean()), "params": counted["params"], "gflops": counted["flops"] / 1e9,
+            "train_seconds_mean": float(np.mean([r["train_seconds"] for r in runs])),
+            "paper_ssv1_top1": PAPER.get(name)}
+
+
+def format_table(rows: list[dict], chance: float) -> str:
+    lines = ["| transform | params | GFLOPs | top-1 (%) mean ± std | mean class acc. (%) | train time / run | "
+             "paper SS-V1 top-1 |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        paper = f"{r['paper_ssv1_top1']:.1f}" if r["paper_ssv1_top1"] is not None else "-"
+        lines.append(f"| {r['transform']} | {r['params'] / 1e6:.2f} M | {r['gflops']:.3f} | {r['top1_mean']:.1f} ± "
+                     f"{r['top1_std']:.1f} (n={r['seeds']}) | {r['mean_class_accuracy_mean']:.1f} | "
+                     f"{r['train_seconds_mean'] / 60:.1f} min | {paper} |")
+    lines.append(f"\nchance: {chance:.1f} % top-1")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.seeds < 1:
+        raise SystemExit(f"--seeds must be at least 1, got {args.seeds}")
+    configs = [Path(c) for c in args.configs] if args.configs else sorted((ROOT / "configs/synthetic").glob("*.yaml"))
+    configs = sorted(configs, key=lambda c: ORDER.index(c.stem) if c.stem in ORDER else len(ORDER))
+    missing = [str(c) for c in configs if not (ROOT / c).is_file()]
+    if missing:
+        raise SystemExit(f"error: config not found: {missing[0]}")
+    work = Path(args.work_dir).resolve()
+    rows = []
+    try:
+        for config in configs:
+            runs = []
+            for seed in range(args.seeds):
+                print(f"\n[table2] {config.stem} seed {seed}", flush=True)
+                runs.append(run_one(ROOT / config, seed, work / config.stem / f"seed{seed}", args.opts))
+            rows.append(summarize(config.stem, ROOT / config, runs, args.opts))
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    cfg = load_config(ROOT / configs[0], args.opts)
+    table = format_table(rows, 100.0 / cfg.data.synthetic_classes)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "table2_synthetic.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (work / "table2_synthetic.md").write_text(table + "\n")
+    print("\n" + table)
+    print(f"\nsaved {work / 'table2_synthetic.json'} and {work / 'table2_synthetic.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -66,6 +66,7 @@ class ModelConfig:
     dropout: float = 0.3  # dropout before the classifier
     stochastic_depth: float = 0.2  # final drop rate of the residual branch, linear over blocks
     pretrained: Optional[str] = None  # path to a torchvision ImageNet ResNet state dict (.pth)
+    transform_block_init: Literal["msra", "pretrained"] = "msra"  # other layers of a block holding a transform: msra (paper) or copied from `pretrained`
     checkpoint_rsa: bool = False  # activation checkpointing of the blocks that hold a transform (saves memory)
     transform: TransformConfig = field(default_factory=TransformConfig)  # the spatio-temporal transform
 
@@ -347,11 +348,13 @@ def validate(cfg: Config, world_size: int | None = None, source: str = "config")
         fail(f"`train.warmup_epochs` ({tr.warmup_epochs}) must be within [0, train.epochs={tr.epochs}]")
 
     n_stages = 4
-    if len(t.positions) != n_stages:
+    if t.type == "conv2d":
+        pass  # TSN keeps torchvision's 3x3 conv in every block; positions are not used
+    elif len(t.positions) != n_stages:
         fail(f"`model.transform.positions` needs one list per stage ({n_stages}), got {t.positions}")
     depths = {"resnet18": [2, 2, 2, 2], "resnet34": [3, 4, 6, 3], "resnet50": [3, 4, 6, 3],
               "resnet101": [3, 4, 23, 3]}[m.arch]
-    for stage, (blocks, depth) in enumerate(zip(t.positions, depths)):
+    for stage, (blocks, depth) in enumerate(zip(t.positions if t.type != "conv2d" else [], depths)):
         for b in blocks:
             if not 0 <= b < depth:
                 fail(f"`model.transform.positions` stage {stage} has block {b}, but {m.arch} has "

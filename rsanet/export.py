@@ -109,8 +109,9 @@ def load_exported(path: str | os.PathLike, fmt: str) -> tuple[Optional[Callable[
     onnxruntime: the graph is then checked with ``onnx.checker``)."""
     path = str(path)
     if fmt == "torchscript":
-        module = torch.jit.load(path, map_location="cpu")
-        return module, ""
+        with warnings.catch_warnings():  # torch.jit.load's deprecation notice
+            warnings.simplefilter("ignore")
+            return torch.jit.load(path, map_location="cpu"), ""
     if fmt == "exported_program":
         return torch.export.load(path).module(), ""
     _require("onnx")

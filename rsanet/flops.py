@@ -34,7 +34,7 @@ class PaperRow(NamedTuple):
     flops_g: float
 
 
-# Reference numbers as printed in the paper (Tables 2, 4a-d, 6a, 6b; 8 frames, 224x224, 174 classes).
+# Reference numbers as printed in the paper (Tables 2, 4a-d, 6a-c; 8 frames, 224x224, 174 classes).
 # Keys are the file names (without .yaml) of configs/ablations/.
 PAPER: dict[str, PaperRow] = {r.row: r for r in [
     PaperRow("2", "table2_conv2d", 24.3, 32.5),
@@ -80,6 +80,9 @@ PAPER: dict[str, PaperRow] = {r.row: r for r in [
     PaperRow("6b", "table6b_layers_2", 22.6, 33.7),
     PaperRow("6b", "table6b_layers_4", 22.2, 34.6),
     PaperRow("6b", "table6b_layers_7", 22.0, 35.9),
+    PaperRow("6c", "table6c_norm_none", 22.0, 35.9),
+    PaperRow("6c", "table6c_norm_batchnorm", 22.0, 35.9),
+    PaperRow("6c", "table6c_norm_l2", 22.0, 35.9),
 ]}
 
 

@@ -52,6 +52,7 @@ class RunLogger:
         console.setLevel(logging.INFO if rank == 0 else logging.WARNING)
         console.setFormatter(logging.Formatter(f"%(asctime)s [rank {rank}] %(levelname)s %(message)s",
                                                "%H:%M:%S"))
+        console.addFilter(lambda record: not getattr(record, "file_only", False))
         self._add(console)
         if rank != 0:
             return
@@ -74,9 +75,9 @@ class RunLogger:
         """True on the rank that writes files."""
         return self.rank == 0
 
-    def info(self, msg: str) -> None:
-        """A line in the console and train.log (rank 0 only)."""
-        self.logger.info(msg)
+    def info(self, msg: str, console: bool = True) -> None:
+        """A line in train.log and, unless ``console=False`` (a progress bar owns the console), on screen."""
+        self.logger.info(msg, extra={"file_only": not console})
 
     def warning(self, msg: str) -> None:
         """A warning; shown on every rank."""

@@ -207,13 +207,16 @@ def test_webm_sequential_and_random_access_agree_and_clamp(media):
         assert out.indices.tolist() == [0, 5, 13, 13, 13] and out.num_frames == 14
 
 
-def test_frame_folder_counts_consecutive_frames(media, tmp_path):
+def test_frame_folder_counts_frames_and_reports_gaps(media, tmp_path):
     folder = write_frame_folder(tmp_path / "v", index_frames(12, 16, 16))
-    (folder / "00007.jpg").unlink()
     dec = FrameFolderDecoder(tmp_path)
-    assert dec.count_frames(folder) == 6  # frames after a gap are not used
-    out = dec.decode_clip(VideoRecord("v", 0, 0), lambda r: np.arange(r.num_frames))
-    assert out.num_frames == 6 and [frame_index_of(f.mean()) for f in out.frames] == list(range(6))
+    out = dec.decode_clip(VideoRecord("v", 40, 0), lambda r: np.arange(r.num_frames))  # lists 40, has 12
+    assert out.num_frames == 12 and [frame_index_of(f.mean()) for f in out.frames] == list(range(12))
+    (folder / "00012.jpg").unlink()  # a shorter folder is fine
+    assert dec.count_frames(folder) == 11
+    (folder / "00007.jpg").unlink()  # a gap is damage: reported, never silently cut short
+    with pytest.raises(FileNotFoundError, match=r"00007.jpg is missing but 4 later frame files exist"):
+        dec.decode_clip(VideoRecord("v", 0, 0), lambda r: np.arange(r.num_frames))
     with pytest.raises(FileNotFoundError, match="frame folder not found: .*nothing"):
         dec.decode_clip(VideoRecord("nothing", 0, 0), lambda r: np.arange(1))
 

@@ -28,6 +28,7 @@ PAPER_PARAMS_M = {
     "table4d_groups_cq": 22.0,
     "table6a_queries_2": 23.9, "table6a_queries_4": 21.9, "table6a_queries_8": 20.9, "table6a_queries_16": 20.4,
     "table6b_layers_1": 23.6, "table6b_layers_2": 22.6, "table6b_layers_4": 22.2, "table6b_layers_7": 22.0,
+    "table6c_norm_none": 22.0, "table6c_norm_batchnorm": 22.0, "table6c_norm_l2": 22.0,
 }
 # FLOPs (G multiply-accumulates, 8 frames at 224^2) as printed: the default and the rows of Tables 4b and 4c.
 PAPER_FLOPS_G = {

@@ -39,9 +39,9 @@ def default_model(**over):
 
 def test_default_rsanet_reports_the_seven_rsa_convs_and_the_classifier(r50_checkpoint):
     path, sd = r50_checkpoint
-    model = default_model(pretrained=str(path))
+    model = default_model(pretrained=str(path), transform_block_init="pretrained")
     report = model.pretrained_report
-    assert report.skipped == ["fc"] + DEFAULT_RSA_CONVS
+    assert report.skipped == ["fc"] + DEFAULT_RSA_CONVS and report.reinitialized == []
     skipped_keys = {"fc.weight", "fc.bias"} | {f"{n}.weight" for n in DEFAULT_RSA_CONVS}
     assert report.loaded == sorted(set(sd) - skipped_keys)  # every other tensor of the checkpoint
     own = model.state_dict()
@@ -50,11 +50,31 @@ def test_default_rsanet_reports_the_seven_rsa_convs_and_the_classifier(r50_check
     assert own["layer3.1.bn3.running_var"].equal(sd["layer3.1.bn3.running_var"])  # inside an RSA block
 
 
+def test_paper_init_keeps_msra_for_the_rsa_bottlenecks(r50_checkpoint):
+    """Default (paper, Appendix A): the 7 RSA bottlenecks keep MSRA init with a zero last-BN gamma; the same
+    8 modules are skipped, and every tensor outside the RSA blocks is loaded."""
+    path, sd = r50_checkpoint
+    model = default_model(pretrained=str(path))
+    report = model.pretrained_report
+    assert report.skipped == ["fc"] + DEFAULT_RSA_CONVS
+    blocks = [n.rsplit(".", 1)[0] for n in DEFAULT_RSA_CONVS]
+    in_blocks = {k for k in sd if any(k.startswith(b + ".") for b in blocks)}
+    assert report.reinitialized == sorted({k.rsplit(".", 1)[0] for k in in_blocks} - set(DEFAULT_RSA_CONVS))
+    assert report.loaded == sorted(set(sd) - in_blocks - {"fc.weight", "fc.bias"})
+    own = model.state_dict()
+    for key in report.loaded:
+        assert torch.equal(own[key], sd[key]), key
+    for b in blocks:
+        assert torch.count_nonzero(own[f"{b}.bn3.weight"]) == 0  # zero-init residual: the block starts as identity
+        assert not torch.equal(own[f"{b}.conv1.weight"], sd[f"{b}.conv1.weight"])
+        assert torch.equal(own[f"{b}.bn1.running_var"], torch.ones_like(own[f"{b}.bn1.running_var"]))
+
+
 def test_skipped_modules_keep_their_own_init(r50_checkpoint):
     path, sd = r50_checkpoint
     model = default_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    report = load_pretrained(model, path)
+    report = load_pretrained(model, path, transform_block_init="pretrained")
     after = model.state_dict()
     for name in report.skipped:
         own_keys = [k for k in after if k.startswith(name + ".")]

@@ -189,3 +189,20 @@ def test_existing_run_needs_resume(tmp_path):
     (w / "last.pth").write_bytes(b"x")
     with pytest.raises(FileExistsError, match="--resume auto"):
         run_training(tiny_cfg("train.epochs=1"), w)
+
+
+def test_resume_with_another_batch_continues_the_schedule(tmp_path):
+    # Epoch 1 with 4 clips per step (2 steps), then resumed with 2 clips per step (4 steps per epoch), as after
+    # a change of the number of GPUs: training continues at epoch 2 with the LR of epoch 2 of the new schedule.
+    w = tmp_path / "w"
+    run_training(tiny_cfg("train.epochs=2", "train.eval_every=2"), w, stop_after=3)
+    assert torch.load(w / "last.pth", weights_only=True)["epoch"] == 1
+    start = len((w / "metrics.jsonl").read_text().splitlines())
+    cfg = tiny_cfg("train.epochs=2", "train.eval_every=2", "train.batch_size=2")
+    run_training(cfg, w, resume="auto")
+    after = train_records(w, start)
+    assert [r["epoch"] for r in after] == [2] * 4
+    # New schedule: 8 steps, 4 of warm-up; the first resumed step is step 4, the top of the cosine.
+    assert after[0]["lr"] == pytest.approx(cfg.train.scaled_lr) and cfg.train.scaled_lr == pytest.approx(0.02 * 2 / 64)
+    assert after[1]["lr"] == pytest.approx(cfg.train.scaled_lr * (1 + math.cos(math.pi / 4)) / 2)
+    assert "steps per epoch then" in (w / "train.log").read_text()

@@ -21,9 +21,10 @@ import rsanet  # noqa: E402,F401  (before any torchvision import)
 from rsanet.config import ConfigError, load_config  # noqa: E402
 from rsanet.dist import env_world_size  # noqa: E402
 from rsanet.data import BadDataError  # noqa: E402
+from rsanet.models import PretrainedMismatchError  # noqa: E402
 from rsanet.engine import CheckpointError, run_test  # noqa: E402
 
-USER_ERRORS = (ConfigError, FileNotFoundError, CheckpointError, BadDataError)
+USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, CheckpointError, BadDataError, PretrainedMismatchError)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

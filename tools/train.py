@@ -17,9 +17,11 @@ import rsanet  # noqa: E402,F401  (before any torchvision import)
 from rsanet.config import ConfigError, load_config  # noqa: E402
 from rsanet.dist import env_world_size  # noqa: E402
 from rsanet.data import BadDataError  # noqa: E402
+from rsanet.models import PretrainedMismatchError  # noqa: E402
 from rsanet.engine import CheckpointError, NonFiniteLossError, run_training  # noqa: E402
 
-USER_ERRORS = (ConfigError, FileNotFoundError, FileExistsError, CheckpointError, NonFiniteLossError, BadDataError)
+USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, FileExistsError, CheckpointError, NonFiniteLossError,
+               BadDataError, PretrainedMismatchError)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

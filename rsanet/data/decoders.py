@@ -7,7 +7,8 @@ them. :func:`decode_clip` calls it, or falls back to ``decode`` for backends tha
 front (the synthetic generator). Frames come back as uint8 RGB arrays of shape (T, H, W, 3).
 
 * Frame folders: ``<root>/<record.path>/<frame_template.format(frame_start + i)>``. The frame count is the
-  run of consecutive files from the first one (listed lazily, once per sample: no start-up scan).
+  run of consecutive files from the first one (listed lazily, once per sample: no start-up scan); a gap
+  in the run makes the sample unreadable.
 * Videos: ``decord.VideoReader(path, num_threads=1, ctx=cpu(0))`` opened per sample and dropped after use.
   Files whose extension is in ``sequential_exts`` (WebM by default, whose VP8/VP9 seeking can return wrong
   frames) are read sequentially from the first frame, without any seek; others use decord's accurate
@@ -75,7 +76,11 @@ class FrameFolderDecoder:
         return self.root / record.path
 
     def count_frames(self, folder: Path) -> int:
-        """Number of consecutive frame files from the first one (0 if the first is absent)."""
+        """Number of consecutive frame files from the first one (0 if the first is absent).
+
+        A gap (a missing frame file followed by more frame files) raises, naming the missing file, so that
+        a damaged folder is reported instead of being silently cut short.
+        """
         try:
             names = set(os.listdir(folder))
         except FileNotFoundError:
@@ -85,6 +90,11 @@ class FrameFolderDecoder:
         n = 0
         while self.template.format(self.frame_start + n) in names:
             n += 1
+        suffix = self.template.rsplit("}", 1)[-1]
+        later = sum(1 for name in names if name.endswith(suffix)) - n
+        if n > 0 and later > 0:
+            raise FileNotFoundError(f"{folder}: frame file {self.template.format(self.frame_start + n)} is missing "
+                                    f"but {later} later frame files exist")
         return n
 
     def frame_count(self, record: VideoRecord) -> int:

@@ -29,7 +29,7 @@ from rsanet.engine.evaluate import EvalResult, evaluate, format_metrics
 from rsanet.engine.loaders import build_eval_loader, build_train_loader
 from rsanet.engine.optim import build_criterion, build_optimizer, build_scheduler
 from rsanet.engine.train import TrainParts, TrainState, train_one_epoch
-from rsanet.logging import RunLogger
+from rsanet.logging import RunLogger, get_logger
 from rsanet.metrics import save_scores
 
 __all__ = ["run_training", "run_test", "seed_everything", "configure_determinism", "prepare_model"]
@@ -61,6 +61,13 @@ def _build_datasets(cfg: Config, splits: list[str]) -> dict:
     return {s: build_dataset(cfg, s) for s in dict.fromkeys(splits)}
 
 
+def _check_labels(dataset, split: str) -> None:
+    records = getattr(dataset, "records", None)
+    if records is not None and all(r.label < 0 for r in records):
+        raise ValueError(f"the `{split}` split has no labels (e.g. an official test split), so it cannot "
+                         "validate a training run: set train.val_split to a labelled split")
+
+
 def _check_pretrained(cfg: Config) -> None:
     path = cfg.model.pretrained
     if path and not Path(path).is_file():
@@ -75,6 +82,8 @@ def prepare_model(cfg: Config, ctx: DistContext, train: bool) -> nn.Module:
     if train and cfg.train.sync_bn and ctx.distributed:
         if ctx.device.type == "cuda":
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        else:
+            get_logger().warning("train.sync_bn needs CUDA devices; BatchNorm stays per process on the CPU")
     net = net.to(ctx.device)
     if cfg.train.channels_last:
         net = net.to(memory_format=torch.channels_last)
@@ -277,6 +286,7 @@ def run_training(cfg: Config, work_dir: str | os.PathLike | None = None, resume:
     if world != cfg.runtime.world_size:
         validate(cfg, world_size=world)
     datasets = _build_datasets(cfg, [cfg.train.split, cfg.train.val_split])  # missing files fail here
+    _check_labels(datasets[cfg.train.val_split], cfg.train.val_split)
     _check_pretrained(cfg)
     resumed = _resolve_resume(work_dir, resume)
     configure_determinism(cfg.runtime.deterministic)
@@ -289,7 +299,7 @@ def run_training(cfg: Config, work_dir: str | os.PathLike | None = None, resume:
         if finished:
             run.parts.logger.info(f"training done: last top1 {s.last_top1:.2f}, best top1 {s.best_top1:.2f} "
                                   f"(epoch {s.best_epoch}); checkpoints in {work_dir}")
-        return {"work_dir": str(work_dir), "finished": finished, "epoch": s.epoch, "global_step": s.global_step,
+        return {"work_dir": str(work_dir), "rank": ctx.rank, "finished": finished, "epoch": s.epoch, "global_step": s.global_step,
                 "best_top1": s.best_top1, "best_epoch": s.best_epoch, "last_top1": s.last_top1}
     except Exception as e:
         if run is not None:

@@ -218,10 +218,9 @@ def _log_step(parts: TrainParts, state: TrainState, meter: _Meter, lr: float, no
     if ctx.device.type == "cuda":
         values["gpu_mem_gb"] = torch.cuda.max_memory_allocated(ctx.device) / 2 ** 30
     parts.logger.record("train", state.global_step, **values)
-    if bar is None:
-        mem = f" mem {values['gpu_mem_gb']:.1f}G" if "gpu_mem_gb" in values else ""
-        parts.logger.info(
-            f"epoch {state.epoch + 1}/{cfg.train.epochs} [{state.step_in_epoch}/{parts.steps_per_epoch}] "
-            f"loss {values['loss']:.4f} lr {lr:.3e} grad {norm:.2f} data {values['data_time']:.3f}s "
-            f"{values['clips_per_s']:.1f} clips/s{mem}")
+    mem = f" mem {values['gpu_mem_gb']:.1f}G" if "gpu_mem_gb" in values else ""
+    parts.logger.info(
+        f"epoch {state.epoch + 1}/{cfg.train.epochs} [{state.step_in_epoch}/{parts.steps_per_epoch}] "
+        f"loss {values['loss']:.4f} lr {lr:.3e} grad {norm:.2f} data {values['data_time']:.3f}s "
+        f"{values['clips_per_s']:.1f} clips/s{mem}", console=bar is None)
     meter.reset()

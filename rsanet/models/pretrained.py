@@ -3,6 +3,12 @@
 Every tensor of the checkpoint is loaded, except the classifier (``fc``) and the 3x3 convs that a transform
 replaced; those are reported as skipped. Any other missing or unexpected key, or a shape mismatch, is an
 error that names the keys (and, for a checkpoint of another depth, says which ResNet it looks like).
+
+The other layers of a block that holds a transform (its 1x1 convs, BNs and downsample) exist in the
+checkpoint too. ``model.transform_block_init`` decides what they start from: ``msra`` (the default, the
+paper's Appendix A: "we randomly initialize the weights of bottlenecks including RSA layers with the MSRA
+method ... and set the gamma of the last BN to zero") keeps the model's own init and reports them as
+``reinitialized``; ``pretrained`` copies them from the checkpoint.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ class PretrainedReport:
     path: str
     loaded: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # e.g. ["fc", "layer1.2.conv2", ...]
+    reinitialized: list[str] = field(default_factory=list)  # e.g. ["layer1.2.bn1", "layer1.2.conv1", ...]
 
 
 class PretrainedMismatchError(RuntimeError):
@@ -86,14 +93,25 @@ def _skipped_module(key: str, replaced: set[str]) -> str | None:
     return None
 
 
-def load_pretrained(model: nn.Module, path: str | os.PathLike) -> PretrainedReport:
+def _transform_block(key: str, blocks: set[str]) -> str | None:
+    """The module (e.g. ``layer3.1.bn3``) a key belongs to when it lies in one of ``blocks``, else None."""
+    module = key.rsplit(".", 1)[0]
+    return module if any(module.startswith(b + ".") for b in blocks) else None
+
+
+def load_pretrained(model: nn.Module, path: str | os.PathLike, transform_block_init: str = "msra") -> PretrainedReport:
     """Copy the torchvision ResNet weights at ``path`` into ``model`` (a :class:`TSNResNet`), strictly.
 
     Skipped (and reported): ``fc`` and the convs listed in ``model.replaced``. They keep their own init.
+    With ``transform_block_init="msra"`` the other layers of the blocks holding those convs keep their own
+    init too (reported as ``reinitialized``); with ``"pretrained"`` they are loaded.
     """
+    if transform_block_init not in ("msra", "pretrained"):
+        raise ValueError(f"transform_block_init must be 'msra' or 'pretrained', got {transform_block_init!r}")
     ckpt = read_state_dict(path)
     own = model.state_dict()
     replaced = set(getattr(model, "replaced", []))
+    blocks = {name.rsplit(".", 1)[0] for name in replaced} if transform_block_init == "msra" else set()
     report = PretrainedReport(path=str(path))
     unexpected, mismatched = [], []
     for key, value in ckpt.items():
@@ -107,14 +125,20 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike) -> PretrainedRepo
     if unexpected or missing or mismatched:
         _raise_mismatch(path, model, ckpt, unexpected, missing, mismatched)
 
-    to_load = {k: v for k, v in ckpt.items() if _skipped_module(k, replaced) is None}
+    kept = {k for k in ckpt if _skipped_module(k, replaced) is None}
+    reinit = {k for k in kept if _transform_block(k, blocks)}
+    to_load = {k: ckpt[k] for k in kept - reinit}
     with torch.no_grad():
         for key, value in to_load.items():
             own[key].copy_(value)
     report.loaded = sorted(to_load)
     report.skipped = sorted({"fc"} | replaced)
-    log.info("loaded %d tensors from %s; skipped (kept their own init): %s", len(report.loaded), path,
+    report.reinitialized = sorted({_transform_block(k, blocks) for k in reinit})
+    log.info("loaded %d tensors from %s; skipped (no counterpart, own init): %s", len(report.loaded), path,
              ", ".join(report.skipped))
+    if report.reinitialized:
+        log.info("kept MSRA init (paper, model.transform_block_init=msra) for the other layers of the %d blocks "
+                 "holding a transform: %s", len(blocks), ", ".join(report.reinitialized))
     return report
 
 

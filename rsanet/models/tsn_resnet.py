@@ -156,5 +156,5 @@ def build_model(cfg) -> TSNResNet:
     mcfg: ModelConfig = getattr(cfg, "model", cfg)
     model = TSNResNet(mcfg)
     if mcfg.pretrained:
-        model.pretrained_report = load_pretrained(model, mcfg.pretrained)
+        model.pretrained_report = load_pretrained(model, mcfg.pretrained, mcfg.transform_block_init)
     return model

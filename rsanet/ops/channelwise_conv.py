@@ -5,7 +5,7 @@ filters weight[c*F:(c+1)*F] (a grouped conv3d with groups = C and one input chan
 window convention of :mod:`rsanet.ops.window`. The result is the same whatever the strategy; strategies only
 choose memory layouts for the three convolutions of forward and backward:
 
-* ``"native"``: one F.conv3d in the input's layout, autograd's own backward.
+* ``"native"``: one F.conv3d in the standard contiguous layout, autograd's own backward.
 * ``"channels_last"``: forward and weight gradient in channels-last (N, T, H, W, C) layout; the input
   gradient either as a depthwise conv with the flipped filters followed by a sum over the F filters of a
   channel (small C*F) or as the standard data gradient in contiguous layout (large C*F). On the oneDNN CPU
@@ -93,6 +93,7 @@ def channelwise_window_conv(x: torch.Tensor, weight: torch.Tensor, strategy: str
     else:  # even sizes: pad asymmetrically first (see rsanet.ops.window), then no conv padding
         x, padding = window_pad(x, kernel_size), (0, 0, 0)
     if _choose(x, strategy) == "native":
-        return F.conv3d(x, weight, padding=padding, groups=c)
+        # standard layout: oneDNN's backward of this grouped conv is very slow for channels-last inputs
+        return F.conv3d(x.contiguous(), weight, padding=padding, groups=c)
     with torch.autocast(device_type, enabled=False):
         return _ChannelsLastWindowConv.apply(x, weight, padding)

@@ -276,12 +276,11 @@ class RSA(nn.Module):
         filters = filters.t().reshape(1, -1, 1, *self.kernel_size).expand(cq, -1, -1, -1, -1, -1).flatten(0, 1)
         vf = self._window_conv(v, filters, thw)  # (B, N, C_Q, F): vf[..., c', f] = sum_m V[m, c'] filters[m, f]
         with torch.autocast(u.device.type, enabled=False):
-            vf = vf.to(acc)
-            bv = vf[..., :d]  # (B, N, C_Q, D)
-            w = torch.matmul(u, bv.transpose(-1, -2))  # (B, N, L, D) @ (B, N, D, C_Q) -> (B, N, L, C_Q)
+            # (B, N, C_Q, D [+ C_Q]) -> Bv (B, N, C_Q, D) and E (B, N, C_Q, C_Q), e[..., c', c] = sum_m V[m, c'] G[m, c].
+            # Contiguous copies: batched matmul on CPU needs densely packed matrices for its fast path.
+            bv, *e = vf.to(acc).split([d] + ([cq] if self.G is not None else []), dim=-1)
+            w = torch.matmul(u, bv.contiguous().transpose(-1, -2))  # (B, N, L, D) @ (B, N, D, C_Q) -> (B, N, L, C_Q)
             if self.G is None:
                 return w
-            e = vf[..., d:]  # (B, N, C_Q, C_Q): e[..., c', c] = sum_m V[m, c'] G[m, c]
-            if self.I is not None:
-                e = e + self.I.to(acc)  # I + V^T G
+            e = e[0] + self.I.to(acc) if self.I is not None else e[0].contiguous()  # I + V^T G, or V^T G
             return torch.matmul(w, e)  # (B, N, L, C_Q) @ (B, N, C_Q, C_Q) -> (B, N, L, C_Q)

@@ -1,0 +1,72 @@
+"""The Table 3 configs carry the paper's settings (Appendix A and Table 3 protocols), and the README's
+commands name configs and tools that exist."""
+import re
+from pathlib import Path
+
+import pytest
+
+from rsanet.config import load_config
+from rsanet.data import swap_left_right
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# name: (dataset, classes, frames, epochs, dropout, test clips, flip) from the paper (Appendix A, Sec. 5).
+TABLE3 = {
+    "ssv1_rsa_8f": ("ssv1", 174, 8, 50, 0.3, 1, "skip_left_right"),
+    "ssv1_rsa_16f": ("ssv1", 174, 16, 50, 0.3, 1, "skip_left_right"),
+    "ssv2_rsa_8f": ("ssv2", 174, 8, 50, 0.3, 1, "skip_left_right"),
+    "ssv2_rsa_16f": ("ssv2", 174, 16, 50, 0.3, 1, "skip_left_right"),
+    "diving48_rsa_16f": ("diving48", 48, 16, 30, 0.5, 2, "all"),
+    "gym99_rsa_8f": ("gym99", 99, 8, 50, 0.5, 1, "all"),
+    "gym288_rsa_8f": ("gym288", 288, 8, 50, 0.5, 1, "all"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TABLE3))
+def test_table3_config_has_the_paper_settings(name):
+    dataset, classes, frames, epochs, dropout, clips, flip = TABLE3[name]
+    cfg = load_config(ROOT / "configs" / f"{name}.yaml", world_size=8)
+    assert (cfg.data.dataset, cfg.model.num_classes, cfg.model.num_segments) == (dataset, classes, frames)
+    assert (cfg.train.epochs, cfg.model.dropout, cfg.test.clips, cfg.test.crops) == (epochs, dropout, clips, 1)
+    assert cfg.data.flip == flip and cfg.test.split == "val"
+    # The shared recipe: RSANet-R50 with 7 RSA layers, SGD lr 0.02 per 64 clips, 8 GPUs x 8 = 64.
+    t = cfg.model.transform
+    assert cfg.model.arch == "resnet50" and t.type == "rsa" and sum(map(len, t.positions)) == 7
+    assert t.kernel_size == [5, 7, 7] and t.queries == 8
+    assert cfg.train.total_batch == 64 and cfg.train.scaled_lr == pytest.approx(0.02)
+    assert cfg.train.warmup_epochs == 5 and cfg.train.label_smoothing == 0.1 and cfg.model.stochastic_depth == 0.2
+    assert cfg.data.resize == [240, 320] and cfg.data.crop_size == 224
+    assert cfg.model.pretrained == "pretrained/resnet50-0676ba61.pth"
+    folder = ("data", "gym" if dataset.startswith("gym") else dataset)  # data/<dataset>/... (data/README.md)
+    for key in ("root", "train_annotations", "val_annotations", "label_file"):
+        assert Path(getattr(cfg.data, key)).parts[:2] == folder, key
+
+
+@pytest.mark.parametrize("name", ["ssv1_tsn_8f", "ssv1_tsn_16f"])
+def test_tsn_baselines_are_plain_resnet50(name):
+    cfg = load_config(ROOT / "configs" / f"{name}.yaml", world_size=8)
+    assert cfg.model.transform.positions == [[], [], [], []] and cfg.model.transform.type == "conv2d"
+    assert cfg.model.num_segments == int(name.split("_")[-1][:-1]) and cfg.data.dataset == "ssv1"
+    from rsanet.models import build_model
+    small = load_config(ROOT / "configs" / f"{name}.yaml", ["model.pretrained=null", "model.arch=resnet18",
+                                                             "model.width=8"])
+    model = build_model(small)
+    assert not [n for n, _ in model.named_parameters() if ".H1" in n or ".P1" in n]  # no RSA parameter
+
+
+@pytest.mark.parametrize("dataset", ["diving48", "gym99"])
+def test_flip_all_only_where_no_class_mentions_left_or_right(dataset):
+    names = [x for x in (ROOT / "data" / dataset / "classes.txt").read_text().splitlines() if x.strip()]
+    assert names and all(swap_left_right(n) == n for n in names)
+
+
+def test_readme_commands_point_at_real_files():
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Training and testing"):]
+    configs = set(re.findall(r"configs/[\w/]+\.yaml", section))
+    assert {f"configs/{n}.yaml" for n in TABLE3} <= configs
+    for c in configs:
+        assert (ROOT / c).is_file(), c
+    for tool in set(re.findall(r"(?:tools|scripts)/\w+\.(?:py|sh)", section)):
+        assert (ROOT / tool).is_file(), tool
+    assert "--nproc_per_node=8" in section and "--nnodes=2" in section and "tools/ensemble.py" in section

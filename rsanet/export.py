@@ -128,7 +128,8 @@ def load_exported(path: str | os.PathLike, fmt: str) -> tuple[Optional[Callable[
 
 
 @torch.no_grad()
-def verify_export(model: nn.Module, path: str | os.PathLike, fmt: str, inputs: Sequence[torch.Tensor]) -> list[Comparison]:
+def verify_export(model: nn.Module, path: str | os.PathLike, fmt: str,
+                  inputs: Sequence[torch.Tensor]) -> list[Comparison]:
     """Largest |exported - eager| over the logits of each input (CPU, float32)."""
     model = model.eval().cpu()
     run, why = load_exported(path, fmt)

@@ -3,9 +3,11 @@
 * :func:`resolve_config` takes the experiment YAML, or, without one, the config stored in the checkpoint.
 * :func:`load_model` builds ``build_model(cfg)``, loads the checkpoint's weights and returns it in eval mode.
 * :func:`class_names` reads the dataset's label map without needing its annotation files.
-* :func:`single_video_dataset` wraps one video file or frame folder in the dataset machinery of
-  :mod:`rsanet.data` with the test-time sampler and transform, so a tool sees exactly the clips that
-  ``tools/test.py`` would see for that video (``test.clips`` x ``test.crops`` views).
+* :func:`single_video_dataset` (with :func:`video_views` and :func:`load_clip` on top) wraps one video file
+  or frame folder in the dataset machinery of :mod:`rsanet.data` with the test-time sampler and transform,
+  so a tool sees exactly the clips that ``tools/test.py`` would see for that video (``test.clips`` x
+  ``test.crops`` views). With a synthetic config, ``synthetic://<split>/<index>`` names a generated video of
+  the benchmark (no file needed).
 """
 from __future__ import annotations
 
@@ -22,8 +24,10 @@ from rsanet.data import ClipSampler, VideoDataset, VideoRecord, build_decoder, b
 from rsanet.dist import resolve_device
 from rsanet.engine.checkpoint import CheckpointError, model_state_from_checkpoint
 
-__all__ = ["resolve_config", "load_model", "class_names", "single_video_dataset", "video_views", "clip_to_frames",
-           "resolve_device"]
+__all__ = ["SYNTHETIC_PREFIX", "resolve_config", "load_model", "class_names", "single_video_dataset", "video_views",
+           "load_clip", "clip_to_frames"]
+
+SYNTHETIC_PREFIX = "synthetic://"  # a generated video of the synthetic benchmark: synthetic://<split>/<index>
 
 
 def _deep_update(base: dict, updates: dict) -> dict:
@@ -93,16 +97,30 @@ def class_names(cfg: Config) -> list[str]:
     return list(names)
 
 
+def _synthetic_source(cfg: Config, path: str):
+    """(decoder, record) of a generated video ``synthetic://<split>/<index>`` of the config's benchmark."""
+    from rsanet.data.synthetic import SyntheticDecoder, SyntheticSpec
+
+    if cfg.data.dataset != "synthetic":
+        raise ValueError(f"{path}: synthetic:// videos need a synthetic config (data.dataset is {cfg.data.dataset!r})")
+    spec = SyntheticSpec.from_config(cfg)
+    return SyntheticDecoder(spec), VideoRecord(path=path, num_frames=spec.frames, video_id=path)
+
+
 def single_video_dataset(cfg: Config, path: str | os.PathLike, classes: Sequence[str]) -> VideoDataset:
-    """A one-video test dataset over ``path``: a video file (decord) or a frame folder (``data.frame_template``
-    from ``data.frame_start``). Views follow ``test.clips`` x ``test.crops``; nothing is decoded yet."""
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"video not found: {path}")
+    """A one-video test dataset over ``path``: a video file (decord), a frame folder (``data.frame_template``
+    from ``data.frame_start``) or, for a synthetic config, a generated video ``synthetic://<split>/<index>``.
+    Views follow ``test.clips`` x ``test.crops``; nothing is decoded yet."""
     d = cfg.data
-    backend = "frames" if path.is_dir() else "video"
-    decoder = build_decoder(backend, path.parent, d.frame_template, d.frame_start)
-    record = VideoRecord(path=path.name, num_frames=0, video_id=str(path))
+    if str(path).startswith(SYNTHETIC_PREFIX):
+        decoder, record = _synthetic_source(cfg, str(path))
+    else:
+        path = Path(path).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(f"video not found: {path}")
+        backend = "frames" if path.is_dir() else "video"
+        decoder = build_decoder(backend, path.parent, d.frame_template, d.frame_start)
+        record = VideoRecord(path=path.name, num_frames=0, video_id=str(path))
     sampler = ClipSampler(cfg.model.num_segments, train=False, num_clips=cfg.test.clips, kind=d.sampler,
                           dense_stride=d.dense_stride)
     return VideoDataset([record], decoder, sampler, build_transform(cfg, classes, train=False), classes,
@@ -117,6 +135,14 @@ def video_views(cfg: Config, path: str | os.PathLike, classes: Sequence[str]) ->
     ds = single_video_dataset(cfg, path, classes)
     views = [ds.load(0, clip, crop)[0] for clip in range(ds.num_clips) for crop in range(ds.crops)]
     return torch.stack(views)
+
+
+def load_clip(cfg: Config, video: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first test clip, centre crop, of ``video``: normalized (C, T, S, S) and its uint8 frames (T, S, S, 3)."""
+    cfg = copy.deepcopy(cfg)
+    cfg.test.clips, cfg.test.crops = 1, 1
+    clip = single_video_dataset(cfg, video, classes=[]).load(0)[0]
+    return clip, clip_to_frames(clip, cfg.data.mean, cfg.data.std)
 
 
 def clip_to_frames(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

@@ -43,6 +43,7 @@ class RunLogger:
         self.rank = rank
         self.work_dir = Path(work_dir)
         self.logger = get_logger()
+        self._saved = (self.logger.level, self.logger.propagate)  # restored by close()
         self.logger.setLevel(logging.INFO)
         self.logger.propagate = False
         self._handlers: list[logging.Handler] = []
@@ -107,6 +108,8 @@ class RunLogger:
             self.logger.removeHandler(h)
             h.close()
         self._handlers.clear()
+        self.logger.setLevel(self._saved[0])
+        self.logger.propagate = self._saved[1]
         if self._jsonl is not None:
             self._jsonl.close()
             self._jsonl = None

@@ -88,6 +88,7 @@ def test_verification_catches_a_different_model(setup):
 
 def test_onnx_without_packages_says_what_to_install(setup, monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name.startswith("onnx") else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith("onnx") else real(name, *a))
     with pytest.raises(ExportDependencyError, match="pip install onnx onnxscript"):
         export_model(setup["eager"], sample_inputs(setup["cfg"])[0], "onnx", setup["root"] / "x.onnx")

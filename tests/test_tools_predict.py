@@ -10,7 +10,8 @@ from rsanet.config import load_config
 from rsanet.data.synthetic import CLASS_NAMES
 from rsanet.inference import class_names
 from rsanet.models import build_model
-from test_tools_support import CLASSES, load_tool, train_tiny, write_motion_frames, write_motion_video
+from test_tools_support import (CLASSES, SEGMENTS, SIZE, load_tool, train_tiny, write_motion_frames,
+                                write_motion_video)
 
 LINE = re.compile(r"^  (\d)\. (\d\.\d{4})  (.+)$")
 
@@ -38,11 +39,10 @@ def parse_blocks(text: str) -> dict[str, list[tuple[str, float]]]:
     return blocks
 
 
-def reference_probs(config, ckpt, folder) -> np.ndarray:
-    """Independent pipeline: PIL-read frames 1, 3, 5, 7 (TSN test sampling of 4 segments out of 8 frames; the
-    32 px frames need no resize or crop), ImageNet normalization, the model from the state dict, softmax."""
+def reference_probs(config, ckpt, frames: np.ndarray) -> np.ndarray:
+    """Independent pipeline for uint8 frames (T, 32, 32, 3) that need no resize or crop: ImageNet
+    normalization, the model from the checkpoint's state dict, softmax."""
     cfg = load_config(config)
-    frames = np.stack([np.asarray(Image.open(folder / f"{i + 1:05d}.jpg").convert("RGB")) for i in (1, 3, 5, 7)])
     x = torch.from_numpy(frames).float().div(255)  # (T, H, W, 3)
     x = (x - torch.tensor(cfg.data.mean)) / torch.tensor(cfg.data.std)
     x = x.permute(3, 0, 1, 2)[None]  # (T, H, W, 3) -> (1, 3, T, H, W)
@@ -67,8 +67,11 @@ def test_predict_prints_top5_names_and_survives_bad_inputs(setup, capsys):
         probs = [p for _, p in top]
         assert probs == sorted(probs, reverse=True) and sum(probs) == pytest.approx(1.0, abs=1e-3)
     assert str(setup["bad"]) in err and str(missing) in err and "2 of 4 inputs" in err
-    # The probabilities are the model's softmax on the test-time clip.
-    ref = reference_probs(setup["config"], setup["ckpt"], setup["frames"])
+    # The probabilities are the model's softmax on the test-time clip: frames 1, 3, 5, 7 (TSN test sampling of
+    # 4 segments out of 8 frames), read here with PIL.
+    folder = setup["frames"]
+    frames = np.stack([np.asarray(Image.open(folder / f"{i + 1:05d}.jpg").convert("RGB")) for i in (1, 3, 5, 7)])
+    ref = reference_probs(setup["config"], setup["ckpt"], frames)
     for name, prob in blocks[str(setup["frames"])]:
         assert prob == pytest.approx(float(ref[CLASS_NAMES.index(name)]), abs=1.5e-4)
 
@@ -94,3 +97,17 @@ def test_class_names_checks_the_label_map(setup, tmp_path):
     cfg = load_config(setup["config"], ["data.dataset=ssv2"])
     with pytest.raises(ValueError, match="data.label_file"):
         class_names(cfg)
+
+
+def test_predict_on_a_generated_synthetic_video(setup, capsys):
+    from rsanet.data.synthetic import SyntheticSpec, render_clip
+
+    rc = load_tool("predict").main(["--config", str(setup["config"]), "--checkpoint", str(setup["ckpt"]),
+                                    "synthetic://test/2"])
+    out, _ = capsys.readouterr()
+    assert rc == 0
+    (top,) = parse_blocks(out).values()
+    spec = SyntheticSpec(frames=SEGMENTS, height=SIZE, width=SIZE, num_classes=CLASSES)  # the tiny config's
+    ref = reference_probs(setup["config"], setup["ckpt"], render_clip(spec, "test", 2))
+    for name, prob in top:
+        assert prob == pytest.approx(float(ref[CLASS_NAMES.index(name)]), abs=1.5e-4)

@@ -206,3 +206,14 @@ def test_resume_with_another_batch_continues_the_schedule(tmp_path):
     assert after[0]["lr"] == pytest.approx(cfg.train.scaled_lr) and cfg.train.scaled_lr == pytest.approx(0.02 * 2 / 64)
     assert after[1]["lr"] == pytest.approx(cfg.train.scaled_lr * (1 + math.cos(math.pi / 4)) / 2)
     assert "steps per epoch then" in (w / "train.log").read_text()
+
+
+def test_channels_last_and_bf16_on_the_real_model(tmp_path):
+    from rsanet.dist import DistContext
+    cfg = tiny_cfg("train.channels_last=true", "train.amp=bf16", "train.epochs=1")
+    net = runner.prepare_model(cfg, DistContext(0, 0, 1, torch.device("cpu"), ""), train=True)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
+    out = run_training(cfg, tmp_path / "w")
+    assert out["finished"] and 0.0 <= out["last_top1"] <= 100.0
+    assert all(math.isfinite(r["loss"]) for r in train_records(tmp_path / "w"))

@@ -14,17 +14,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
-import os  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 
 import rsanet  # noqa: E402,F401  (before any torchvision import)
 from rsanet.config import ConfigError, load_config  # noqa: E402
 from rsanet.dist import env_world_size  # noqa: E402
-from rsanet.data import BadDataError  # noqa: E402
-from rsanet.models import PretrainedMismatchError  # noqa: E402
-from rsanet.engine import CheckpointError, run_test  # noqa: E402
 
-USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, CheckpointError, BadDataError, PretrainedMismatchError)
+
+def user_errors() -> tuple:
+    """Exceptions that mean bad input (printed as one line), imported only once the config is valid."""
+    from rsanet.data import BadDataError
+    from rsanet.engine import CheckpointError
+    from rsanet.models import PretrainedMismatchError
+    return (ConfigError, ValueError, FileNotFoundError, CheckpointError, BadDataError, PretrainedMismatchError)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -40,8 +43,13 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         cfg = load_config(args.config, args.opts, world_size=env_world_size())
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    from rsanet.engine import run_test
+    try:
         metrics = run_test(cfg, args.checkpoint, args.work_dir)
-    except USER_ERRORS as e:
+    except user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     if os.environ.get("RANK", "0") == "0":

@@ -16,12 +16,15 @@ import os  # noqa: E402
 import rsanet  # noqa: E402,F401  (before any torchvision import)
 from rsanet.config import ConfigError, load_config  # noqa: E402
 from rsanet.dist import env_world_size  # noqa: E402
-from rsanet.data import BadDataError  # noqa: E402
-from rsanet.models import PretrainedMismatchError  # noqa: E402
-from rsanet.engine import CheckpointError, NonFiniteLossError, run_training  # noqa: E402
 
-USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, FileExistsError, CheckpointError, NonFiniteLossError,
-               BadDataError, PretrainedMismatchError)
+
+def user_errors() -> tuple:
+    """Exceptions that mean bad input (printed as one line), imported only once the config is valid."""
+    from rsanet.data import BadDataError
+    from rsanet.engine import CheckpointError, NonFiniteLossError
+    from rsanet.models import PretrainedMismatchError
+    return (ConfigError, ValueError, FileNotFoundError, FileExistsError, CheckpointError, NonFiniteLossError,
+            BadDataError, PretrainedMismatchError)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -36,10 +39,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
+    try:  # a bad key or value fails here, before the data pipeline or the model are even imported
         cfg = load_config(args.config, args.opts, world_size=env_world_size())
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    from rsanet.engine import run_training
+    try:
         summary = run_training(cfg, args.work_dir or cfg.runtime.work_dir, resume=args.resume)
-    except USER_ERRORS as e:
+    except user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     if summary["finished"] and os.environ.get("RANK", "0") == "0":

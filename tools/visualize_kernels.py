@@ -43,7 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default="kernel_viz", help="output folder (default: ./kernel_viz)")
     p.add_argument("--tensorboard", action="store_true", help="also write the images to OUT/tensorboard")
     p.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
-    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where the model runs")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the model runs")
     return p.parse_args(argv)
 
 

@@ -46,8 +46,6 @@ def _predict(model: nn.Module, loader, cfg: Config, ctx: DistContext, bar=None) 
     metas, probs = [], []
     for batch in loader:
         clip, _ = to_device(batch, ctx.device)
-        if cfg.train.channels_last and clip.ndim == 5:
-            clip = clip.contiguous(memory_format=torch.channels_last_3d)
         with autocast(cfg, ctx.device):
             logits = model(clip)
         probs.append(torch.softmax(logits.float(), dim=1).cpu())

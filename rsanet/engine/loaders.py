@@ -43,7 +43,8 @@ def _loader_kwargs(cfg: Config, ctx: DistContext) -> dict:
             "persistent_workers": workers > 0}
 
 
-def build_train_loader(dataset: Dataset, cfg: Config, ctx: DistContext) -> tuple[DataLoader, ResumableDistributedSampler]:
+def build_train_loader(dataset: Dataset, cfg: Config,
+                       ctx: DistContext) -> tuple[DataLoader, ResumableDistributedSampler]:
     """Shuffled, sharded, full batches of ``train.batch_size`` clips per process (the remainder is dropped)."""
     sampler = ResumableDistributedSampler(dataset, ctx.world_size, ctx.rank, shuffle=True,
                                           seed=cfg.runtime.seed, drop_last=True)

@@ -86,8 +86,15 @@ def prepare_model(cfg: Config, ctx: DistContext, train: bool) -> nn.Module:
             get_logger().warning("train.sync_bn needs CUDA devices; BatchNorm stays per process on the CPU")
     net = net.to(ctx.device)
     if cfg.train.channels_last:
-        net = net.to(memory_format=torch.channels_last)
+        to_channels_last(net)
     return net
+
+
+def to_channels_last(net: nn.Module) -> None:
+    """Channels-last weights for the 2D convolutions (the bulk of a TSN-ResNet); their outputs follow."""
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
 
 
 def _wrap(net: nn.Module, cfg: Config, ctx: DistContext) -> nn.Module:
@@ -194,13 +201,14 @@ class _Run:
     work_dir: Path
 
 
-def _setup(cfg: Config, ctx: DistContext, work_dir: Path, datasets: dict, resumed) -> tuple[_Run, Optional[dict]]:
-    logger = RunLogger(work_dir, ctx.rank, cfg.runtime.tensorboard)
+def _setup(cfg: Config, ctx: DistContext, work_dir: Path, datasets: dict, resumed,
+           logger: RunLogger) -> tuple[_Run, Optional[dict]]:
     if ctx.is_main:
         dump_config(cfg, work_dir / "config.yaml")
-    logger.info(f"work dir {work_dir}; {ctx.world_size} process(es) on {ctx.device}; total batch "
-                f"{cfg.train.total_batch} = {cfg.train.batch_size} x {ctx.world_size} x {cfg.train.accumulate}; "
-                f"lr {cfg.train.scaled_lr:g} (= {cfg.train.lr:g} x {cfg.train.total_batch}/{cfg.train.lr_reference_batch})")
+    tr = cfg.train
+    logger.info(f"work dir {work_dir}; {ctx.world_size} process(es) on {ctx.device}; total batch {tr.total_batch} = "
+                f"{tr.batch_size} x {ctx.world_size} x {tr.accumulate}; lr {tr.scaled_lr:g} "
+                f"(= {tr.lr:g} x {tr.total_batch}/{tr.lr_reference_batch})")
     seed_everything(cfg.runtime.seed)  # same initial weights on every rank
     model_cfg = copy.deepcopy(cfg)
     if resumed is not None:
@@ -291,23 +299,26 @@ def run_training(cfg: Config, work_dir: str | os.PathLike | None = None, resume:
     resumed = _resolve_resume(work_dir, resume)
     configure_determinism(cfg.runtime.deterministic)
     ctx = init_distributed(cfg.runtime.device, cfg.runtime.dist_backend, cfg.runtime.dist_timeout_minutes)
-    run = None
+    logger = None
     try:
-        run, rng = _setup(cfg, ctx, work_dir, datasets, resumed)
+        logger = RunLogger(work_dir, ctx.rank, cfg.runtime.tensorboard)
+        run, rng = _setup(cfg, ctx, work_dir, datasets, resumed, logger)
+        del resumed  # the loaded checkpoint is in the model and optimizer now; free its CPU copy
         finished = _epoch_loop(run, rng, stop_after)
         s = run.state
         if finished:
-            run.parts.logger.info(f"training done: last top1 {s.last_top1:.2f}, best top1 {s.best_top1:.2f} "
-                                  f"(epoch {s.best_epoch}); checkpoints in {work_dir}")
-        return {"work_dir": str(work_dir), "rank": ctx.rank, "finished": finished, "epoch": s.epoch, "global_step": s.global_step,
-                "best_top1": s.best_top1, "best_epoch": s.best_epoch, "last_top1": s.last_top1}
+            logger.info(f"training done: last top1 {s.last_top1:.2f}, best top1 {s.best_top1:.2f} "
+                        f"(epoch {s.best_epoch}); checkpoints in {work_dir}")
+        return {"work_dir": str(work_dir), "rank": ctx.rank, "finished": finished, "epoch": s.epoch,
+                "global_step": s.global_step, "best_top1": s.best_top1, "best_epoch": s.best_epoch,
+                "last_top1": s.last_top1}
     except Exception as e:
-        if run is not None:
-            run.parts.logger.error(f"{type(e).__name__}: {e}")
+        if logger is not None:
+            logger.error(f"{type(e).__name__}: {e}")
         raise
     finally:
-        if run is not None:
-            run.parts.logger.close()
+        if logger is not None:
+            logger.close()
         destroy_distributed()
 
 

@@ -69,8 +69,6 @@ def autocast(cfg: Config, device: torch.device):
 def _forward_backward(parts: TrainParts, batch: dict, sync: bool) -> torch.Tensor:
     """Loss of one micro-batch, backpropagated (scaled by 1/accumulate). DDP syncs only when ``sync``."""
     clip, label = to_device(batch, parts.ctx.device)
-    if parts.cfg.train.channels_last and clip.ndim == 5:
-        clip = clip.contiguous(memory_format=torch.channels_last_3d)
     no_sync = isinstance(parts.model, DistributedDataParallel) and not sync
     with parts.model.no_sync() if no_sync else contextlib.nullcontext():
         with autocast(parts.cfg, parts.ctx.device):

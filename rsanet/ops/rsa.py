@@ -56,6 +56,19 @@ def _accumulation_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.promote_types(t.dtype, torch.float32)
 
 
+class _DenseGrad(torch.autograd.Function):
+    """Identity whose backward packs the incoming gradient densely (row-major), so that the batched matmuls
+    behind it take their fast path whatever memory format the caller's gradient has."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous()
+
+
 class RSA(nn.Module):
     """Relational self-attention layer (Eqs. 5-12), (B, C_in, T, H, W) -> (B, C_out, T, H/s, W/s).
 
@@ -195,7 +208,7 @@ class RSA(nn.Module):
             torch.get_autocast_dtype(x.device.type)
         acc = _accumulation_dtype(q)
         u = self._latent_kernel(q, k, (t, h, w), acc)  # (B, N, L, D)
-        y = self._aggregate(u, v, (t, h, w), acc)  # (B, N, L, C_Q)
+        y = _DenseGrad.apply(self._aggregate(u, v, (t, h, w), acc))  # (B, N, L, C_Q)
         # (B, N, L, C_Q) -> (B, T, H, W, C_out) -> (B, C_out, T, H, W): a channels-last view, no copy
         y = y.reshape(b, t, h, w, -1).permute(0, 4, 1, 2, 3).to(out_dtype)
         return spatial_downsample(y, self.stride)

@@ -8,8 +8,8 @@ input frames; :func:`visualize_video` does both for a video file or frame folder
 from rsanet.visualize.capture import (KERNEL_KINDS, KernelCapture, capture_kernels, default_layer, get_kernel_layer,
                                       kernel_changes, kernel_layers, mirror_query, parse_query)
 from rsanet.visualize.render import Figure, HeatmapCell, Layout, diverging_colors, render_clip, render_kernels
-from rsanet.visualize.run import VisualizationResult, load_clip, visualize_video
+from rsanet.visualize.run import VisualizationResult, visualize_video
 
 __all__ = ["KERNEL_KINDS", "KernelCapture", "capture_kernels", "default_layer", "get_kernel_layer", "kernel_changes",
            "kernel_layers", "mirror_query", "parse_query", "Figure", "HeatmapCell", "Layout", "diverging_colors",
-           "render_clip", "render_kernels", "VisualizationResult", "load_clip", "visualize_video"]
+           "render_clip", "render_kernels", "VisualizationResult", "visualize_video"]

@@ -65,7 +65,8 @@ def get_kernel_layer(model: nn.Module, name: str) -> nn.Module:
     valid = kernel_layers(model)
     modules = dict(model.named_modules())
     if name not in modules or not _has_taps(modules[name]):
-        what = "no module" if name not in modules else f"a {type(modules[name]).__name__}, not an RSA/self-attention layer"
+        what = ("no module" if name not in modules
+                else f"a {type(modules[name]).__name__}, not an RSA/self-attention layer")
         raise ValueError(f"--layer {name!r} is {what}; layers with kernels: {valid or 'none'}")
     return modules[name]
 

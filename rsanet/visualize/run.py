@@ -14,23 +14,22 @@ The clip is the first test-time clip, centre crop, of the config's test pipeline
 """
 from __future__ import annotations
 
-import copy
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
-import torch
 from torch import nn
 
 from rsanet.config import Config
-from rsanet.inference import clip_to_frames, single_video_dataset
+from rsanet.inference import SYNTHETIC_PREFIX, load_clip
 from rsanet.visualize.capture import (KernelCapture, capture_kernels, default_layer, kernel_changes,
                                       mirror_query)
 from rsanet.visualize.render import Layout, render_clip, render_kernels
 
-__all__ = ["VisualizationResult", "load_clip", "visualize_video"]
+__all__ = ["VisualizationResult", "visualize_video"]
 
 
 @dataclass
@@ -40,14 +39,6 @@ class VisualizationResult:
     files: list[Path] = field(default_factory=list)
     captures: list[KernelCapture] = field(default_factory=list)
     changes: Optional[dict[str, float]] = None
-
-
-def load_clip(cfg: Config, video: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first test clip (centre crop) of ``video``: normalized (C, T, S, S) and uint8 frames (T, S, S, 3)."""
-    cfg = copy.deepcopy(cfg)
-    cfg.test.clips, cfg.test.crops = 1, 1
-    clip = single_video_dataset(cfg, video, classes=[]).load(0)[0]
-    return clip, clip_to_frames(clip, cfg.data.mean, cfg.data.std)
 
 
 def _save_npz(cap: KernelCapture, path: Path) -> Path:
@@ -71,6 +62,14 @@ def _write(cap: KernelCapture, out_dir: Path, stem: str, layout: Layout, queries
             writer.add_image(f"{stem}/{cap.layer}/{name}{suffix}", np.asarray(image), 0, dataformats="HWC")
     files.append(_save_npz(cap, Path(f"{base}_kernels{suffix}.npz")))
     return files
+
+
+def _stem(video: str | os.PathLike) -> str:
+    """File-name stem for a video: ``clip`` for clip.mp4, ``synthetic_test_3`` for synthetic://test/3."""
+    text = str(video)
+    if text.startswith(SYNTHETIC_PREFIX):
+        return "synthetic_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", text[len(SYNTHETIC_PREFIX):])
+    return Path(text).stem or "video"
 
 
 def visualize_video(model: nn.Module, cfg: Config, video: str | os.PathLike, out_dir: str | os.PathLike,
@@ -97,7 +96,7 @@ def visualize_video(model: nn.Module, cfg: Config, video: str | os.PathLike, out
                                        mirror_query(forward.query, forward.feature_shape), reversed=True)
             result.captures.append(backward)
             result.changes = kernel_changes(forward, backward)
-        stem = Path(video).stem or "video"
+        stem = _stem(video)
         for cap in result.captures:
             result.files += _write(cap, out_dir, stem, layout, queries, writer)
     finally:

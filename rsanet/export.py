@@ -29,8 +29,8 @@ from torch import nn
 
 from rsanet.config import Config, config_to_dict
 
-__all__ = ["FORMATS", "ExportDependencyError", "Comparison", "input_shape", "sample_inputs", "export_model",
-           "load_exported", "verify_export", "write_metadata"]
+__all__ = ["FORMATS", "ExportDependencyError", "ExportError", "Comparison", "input_shape", "sample_inputs",
+           "export_model", "load_exported", "verify_export", "write_metadata"]
 
 FORMATS = ("torchscript", "exported_program", "onnx")
 _MAX_BATCH = 4096  # upper bound of the dynamic batch dimension (torch.export needs one)
@@ -38,6 +38,10 @@ _MAX_BATCH = 4096  # upper bound of the dynamic batch dimension (torch.export ne
 
 class ExportDependencyError(ImportError):
     """A package that the chosen export format needs is not installed; the message says which."""
+
+
+class ExportError(RuntimeError):
+    """The exporter could not capture the model; the message gives the exporter's reason."""
 
 
 @dataclass
@@ -90,8 +94,12 @@ def export_model(model: nn.Module, example: torch.Tensor, fmt: str, out: str | o
     if fmt == "torchscript":
         with warnings.catch_warnings():  # deprecation notice and shape-check TracerWarnings
             warnings.simplefilter("ignore")
-            traced = torch.jit.trace(model, example, check_trace=False)
-            torch.jit.save(traced, str(out))
+            try:
+                torch.jit.save(torch.jit.trace(model, example, check_trace=False), str(out))
+            except RuntimeError as e:
+                reason = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+                raise ExportError(f"TorchScript export failed: {reason.strip()} (the exported_program and onnx "
+                                  "formats capture the model with torch.export instead)") from None
     elif fmt == "exported_program":
         program = torch.export.export(model, (example,), dynamic_shapes=_dynamic_batch())
         torch.export.save(program, str(out))

@@ -7,7 +7,7 @@ cd "$ROOT"
 RSANET_EXTRAS=dev source "$ROOT/scripts/install.sh"
 PY="${PYTHON:-python3}"
 # Tests use tiny shapes on the CPU; keep thread counts sane on small machines.
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" PYTHONHASHSEED=0
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" PYTHONHASHSEED=0
 set +e
 "$PY" -m pytest "$@"
 rc=$?

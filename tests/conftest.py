@@ -7,7 +7,7 @@ import torch
 
 import rsanet  # noqa: F401  (must come before any torchvision import)
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+torch.set_num_threads(1)  # tiny shapes: one thread avoids OpenMP spin-wait under load
 
 
 @pytest.fixture(autouse=True)

@@ -206,3 +206,15 @@ def test_flip_policies_on_the_real_ss_names(ss_names):
     assert flips(FlipPolicy("none", pairs), upright)[0] == 0
     with pytest.raises(ValueError, match="'sometimes'"):
         FlipPolicy("sometimes", pairs)
+
+
+def test_duplicate_names_without_left_right_are_never_paired():
+    """Gym99 lists "(BB) salto backward tucked" twice (classes 58 and 70): not a left/right pair."""
+    from pathlib import Path
+
+    from rsanet.data.labels import left_right_pairs
+
+    gym99 = (Path(__file__).resolve().parents[1] / "data" / "gym99" / "classes.txt").read_text().splitlines()
+    assert gym99[58] == gym99[70]
+    assert left_right_pairs(gym99) == {}
+    assert left_right_pairs(["a left b", "x", "x", "a right b"]) == {0: 3, 3: 0}

@@ -38,11 +38,18 @@ class Linear(nn.Module):
         return self.fc(x.flatten(1))
 
 
+class SomeUnreadable(DictDataset):
+    """Samples 2 and 5 were unreadable and replaced (the data pipeline's ``replaced`` count)."""
+
+    def __getitem__(self, i):
+        return dict(super().__getitem__(i), replaced=int(i in (2, 5)))
+
+
 @pytest.fixture
 def patched(monkeypatch):
     """run_training on DictDataset(n) with the Linear model; returns a function (n, *opts) -> work dir."""
-    def run(tmp_path, n, *opts, name="w", **kwargs):
-        data = DictDataset(n)
+    def run(tmp_path, n, *opts, name="w", data_cls=DictDataset, **kwargs):
+        data = data_cls(n)
         monkeypatch.setattr(runner, "_build_datasets", lambda cfg, splits: {s: data for s in splits})
         monkeypatch.setattr(runner, "prepare_model", lambda cfg, ctx, train: Linear().to(ctx.device))
         cfg = load_config(None, ["model.num_classes=3", "model.pretrained=null", "data.num_workers=0",
@@ -117,3 +124,12 @@ def test_bf16_autocast_trains(tmp_path, patched):
     ck = torch.load(w / "last.pth", weights_only=True)
     assert ck["scaler"] is None and ck["global_step"] == 2
     assert all(math.isfinite(v) for v in [ck["best_top1"], ck["last_top1"]])
+
+
+def test_unreadable_samples_over_the_budget_stop_the_run(tmp_path, patched):
+    from rsanet.data import BadDataError
+    with pytest.raises(BadDataError, match="2 of 8 train samples"):  # 25% > 20%, counted over the epoch
+        patched(tmp_path, 8, "train.batch_size=8", "data.max_bad_fraction=0.2", data_cls=SomeUnreadable)
+    w = patched(tmp_path, 8, "train.batch_size=8", "data.max_bad_fraction=0.25", data_cls=SomeUnreadable,
+                name="ok")  # exactly at the budget: allowed
+    assert torch.load(w / "last.pth", weights_only=True)["global_step"] == 1

@@ -204,3 +204,46 @@ def test_bad_arguments_raise_value_error(kwargs, needle):
 def test_wrong_input_shape_is_named():
     with pytest.raises(ValueError, match=r"\(2, 5, 4, 6, 6\)"):
         RSA(8, 8, queries=2)(torch.randn(2, 5, 4, 6, 6))
+
+
+# ------------------------------------------------------------------------------------------------
+# The float32 CPU fast path (channels-last convolutions, hand-written backward), bf16, torch.compile.
+# ------------------------------------------------------------------------------------------------
+def test_float32_fast_path_matches_float64_reference():
+    import copy
+
+    m = RSA(16, 16, kernel_size=(3, 5, 5), queries=2, groups=4)  # 10 x 10 maps: the channels-last strategy
+    x = torch.randn(2, 16, 4, 10, 10)
+    weight = torch.randn(2, 16, 4, 10, 10)
+    y, grads = _grads(m, lambda mod, inp: mod(inp), x, weight)
+    m64 = copy.deepcopy(m).double()
+    y_ref, grads_ref = _grads(m64, rsa_reference, x.double(), weight.double())
+    for a, b in zip((y, *grads), (y_ref, *grads_ref)):
+        assert ((a.double() - b).norm() / b.norm()) < 1e-5
+
+
+def test_output_gradient_layout_does_not_matter():
+    # the caller's gradient may be channel-first or channels-last; both must give the same input gradient
+    m = RSA(8, 8, kernel_size=(3, 3, 3), queries=2).double()
+    x = torch.randn(1, 8, 3, 5, 5, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(1, 8, 3, 5, 5, dtype=torch.float64)
+    (gx1,) = torch.autograd.grad(m(x), x, g.contiguous())
+    (gx2,) = torch.autograd.grad(m(x), x, g.contiguous(memory_format=torch.channels_last_3d))
+    torch.testing.assert_close(gx1, gx2, rtol=0, atol=1e-12)
+
+
+def test_bf16_on_the_channels_last_path():
+    m = RSA(16, 16, kernel_size=(3, 5, 5), queries=2).eval()
+    x = torch.randn(1, 16, 4, 10, 10)
+    with torch.no_grad():
+        y32 = m(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y16 = m(x)
+    assert ((y16.float() - y32).norm() / y32.norm()) < 2e-2
+
+
+def test_torch_compile_sees_no_graph_breaks():
+    m = RSA(8, 8, kernel_size=(2, 3, 3), queries=2, groups=2, stride=2)
+    explanation = torch._dynamo.explain(m)(torch.randn(1, 8, 3, 10, 10))
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1

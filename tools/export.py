@@ -21,10 +21,11 @@ import argparse  # noqa: E402
 import rsanet  # noqa: E402,F401  (before any torchvision import)
 from rsanet.config import ConfigError  # noqa: E402
 from rsanet.engine import CheckpointError  # noqa: E402
-from rsanet.export import FORMATS, ExportDependencyError, export_model, sample_inputs, verify_export, write_metadata  # noqa: E402
+from rsanet.export import (FORMATS, ExportDependencyError, ExportError, export_model, sample_inputs,  # noqa: E402
+                           verify_export, write_metadata)
 from rsanet.inference import class_names, load_clip, load_model, resolve_config  # noqa: E402
 
-USER_ERRORS = (ConfigError, CheckpointError, FileNotFoundError, ExportDependencyError, ValueError)
+USER_ERRORS = (ConfigError, CheckpointError, FileNotFoundError, ExportDependencyError, ExportError, ValueError)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

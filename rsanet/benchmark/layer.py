@@ -31,6 +31,7 @@ OPTIONS = [
                     "help": "fp32, and/or bf16 autocast"}),
     (("--impl",), {"nargs": "+", "default": list(IMPLS), "choices": list(IMPLS), "help": "implementations"}),
     (("--stages",), {"nargs": "+", "default": list(STAGES), "choices": list(STAGES), "help": "R50 stages"}),
+    (("--threads",), {"type": int, "default": 0, "help": "CPU threads per case (0: torch's default)"}),
     (("--memory-budget-gb",), {"type": float, "default": None,
                                "help": "skip `reference` above this estimate (default: 25%% of RAM or "
                                        "80%% of free GPU memory)"}),
@@ -64,6 +65,8 @@ def measure_case(case: dict) -> dict:
     from rsanet.ops import RSA
 
     device = torch.device(case["device"])
+    if case.get("threads"):
+        torch.set_num_threads(case["threads"])
     torch.manual_seed(0)
     c, s = case["channels"], case["size"]
     module = RSA(c, c).to(device)
@@ -100,11 +103,13 @@ def _cases(stages: dict, impls, dtypes, batch, frames, device, repeats, warmup, 
 
 def run(batch: int = 1, frames: int = 8, dtype: Sequence[str] = ("fp32",), impl: Sequence[str] = IMPLS,
         stages: Sequence[str] | dict = tuple(STAGES), repeats: int = 5, warmup: int = 2, device: str = "auto",
-        memory_budget_gb: float | None = None, progress=None) -> dict:
+        memory_budget_gb: float | None = None, threads: int = 0, isolate: bool = True, progress=None) -> dict:
     """Measure every (stage, dtype, impl) case; returns {"title", "columns", "rows", "meta"}.
 
     ``stages`` names entries of :data:`STAGES`, or is a dict {name: (channels, size)} for custom shapes
-    (the test suite uses a tiny one). ``progress`` is called with each finished row.
+    (the test suite uses a tiny one). On CPU each case runs in a fresh subprocess unless ``isolate`` is
+    False (then CPU peak memory is only the growth of this process's peak RSS, a lower bound).
+    ``progress`` is called with each finished row.
     """
     dev = resolve_device(device)
     if isinstance(stages, dict):
@@ -121,20 +126,23 @@ def run(batch: int = 1, frames: int = 8, dtype: Sequence[str] = ("fp32",), impl:
               else (0.25 if dev.type == "cpu" else 0.8) * physical_memory_bytes(dev))
     rows = []
     for row, case, skip, need in _cases(shapes, impl, dtype, batch, frames, dev, repeats, warmup, budget):
+        case["threads"] = threads
         if skip:
             row["note"] = f"skipped: needs ~{need / 2**30:.1f} GiB > budget {budget / 2**30:.1f} GiB"
         else:
-            result = run_in_subprocess("rsanet.benchmark.layer:measure_case", case) if dev.type == "cpu" \
-                else measure_case(case)
+            isolated = isolate and dev.type == "cpu"
+            result = run_in_subprocess("rsanet.benchmark.layer:measure_case", case) if isolated else measure_case(case)
             row["fwd+bwd ms"], row["peak MiB"] = result["ms"], result["peak_mib"]
         rows.append(row)
         if progress is not None:
             progress(row)
     _add_speedups(rows)
-    title = (f"RSA layer fwd+bwd on {device_name(dev)}, torch {torch.__version__}: median of {repeats} after "
+    where = f"CPU ({threads} threads)" if dev.type == "cpu" and threads else device_name(dev)
+    title = (f"RSA layer fwd+bwd on {where}, torch {torch.__version__}: median of {repeats} after "
              f"{warmup} warm-up; peak = extra memory of one step"
-             f" ({'allocator peak' if dev.type == 'cuda' else 'peak RSS growth, fresh process per case'})")
-    meta = {"device": str(dev), "device_name": device_name(dev), "torch": torch.__version__, "batch": batch,
+             f" ({'allocator peak' if dev.type == 'cuda' else 'peak RSS growth'}"
+             f"{', fresh process per case' if isolate and dev.type == 'cpu' else ''})")
+    meta = {"device": str(dev), "device_name": where, "torch": torch.__version__, "batch": batch,
             "frames": frames, "repeats": repeats, "warmup": warmup, "budget_bytes": int(budget)}
     return {"title": title, "columns": COLUMNS, "rows": rows, "meta": meta}
 

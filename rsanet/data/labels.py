@@ -54,11 +54,16 @@ def swap_left_right(name: str) -> str:
 
 
 def left_right_pairs(classes: Sequence[str]) -> dict[int, int]:
-    """``{i: j}`` for every class i whose left/right-swapped name is class j != i (symmetric)."""
+    """``{i: j}`` for every class i whose left/right-swapped name is another name, class j (symmetric).
+
+    A name without a whole-word left/right is never paired, even when the label list repeats it (FineGym's
+    Gym99 has two classes named "(BB) salto backward tucked").
+    """
     index = {name: i for i, name in enumerate(classes)}
     pairs = {}
     for i, name in enumerate(classes):
-        j = index.get(swap_left_right(name))
-        if j is not None and j != i:
+        swapped = swap_left_right(name)
+        j = index.get(swapped)
+        if swapped != name and j is not None and j != i:
             pairs[i] = j
     return pairs

@@ -68,6 +68,7 @@ _BASE_RADIUS = 0.11  # object radius at the smallest scale, as a fraction of min
 _SCALE_PERIOD = math.log(2.2)  # log-scale circle: the radius goes from 1x to 2.2x, then wraps
 _RANGES = (0.25, 0.25, math.radians(100.0), 0.55 * _SCALE_PERIOD)  # per-video span of x, y (x W, H), angle, log-scale
 _SPEED_JITTER = (0.75, 1.25)  # per-video speed factor range
+_BG_CONTRAST = (0.25, 0.6)  # range of the background's colour-noise contrast
 
 
 def class_motion(label: int) -> tuple[int, int]:
@@ -170,7 +171,7 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     g = int(rng.integers(3, 9))
     noise = _upsample(rng.uniform(-0.5, 0.5, size=(g, g, 3)), h, w)  # (h, w, 3)
     mean = rng.uniform(0.2, 0.8, size=3)
-    contrast = rng.uniform(0.25, 0.6)
+    contrast = rng.uniform(*_BG_CONTRAST)
     ang = rng.uniform(0, math.pi)
     freq = rng.uniform(0.05, 0.3)  # cycles per pixel
     # cos(a x + b y + c) = cos(a x + c) cos(b y) - sin(a x + c) sin(b y): two 1-D tables, one outer product

@@ -108,6 +108,34 @@ def _non_finite(parts: TrainParts, state: TrainState, loss: float, norm: float, 
         "train.clip_grad_norm / train.amp=bf16.")
 
 
+def _accumulate(parts: TrainParts, it) -> tuple[float, float, float, int]:
+    """Forward/backward ``train.accumulate`` micro-batches. Returns (mean loss, data time, replaced, clips)."""
+    accumulate = parts.cfg.train.accumulate
+    losses, data_time, bad, seen = [], 0.0, 0.0, 0
+    for micro in range(accumulate):
+        t0 = time.perf_counter()
+        batch = next(it)
+        data_time += time.perf_counter() - t0
+        bad += float(torch.as_tensor(batch["replaced"]).sum())
+        seen += len(batch["clip"])
+        losses.append(_forward_backward(parts, batch, sync=micro == accumulate - 1))
+    return float(torch.stack(losses).mean()), data_time, bad, seen
+
+
+def _guard(parts: TrainParts, state: TrainState, loss: float, norm: float, stepped: bool, skipped: int) -> int:
+    """Stop on a non-finite step (or too many fp16 skips); log a skip. Returns the consecutive skip count."""
+    if stepped:
+        return 0
+    if parts.scaler is None:
+        raise _non_finite(parts, state, loss, norm, "non-finite loss or gradient")
+    skipped += 1
+    parts.logger.warning(f"fp16 loss scaler skipped iteration {state.global_step + 1} (loss {loss:.4f}, "
+                         f"gradient norm {norm}); loss scale now {parts.scaler.get_scale():g}")
+    if skipped >= MAX_CONSECUTIVE_SKIPS:
+        raise _non_finite(parts, state, loss, norm, f"{skipped} consecutive fp16 steps skipped")
+    return skipped
+
+
 def train_one_epoch(parts: TrainParts, state: TrainState, loader, rng_after_iter: Optional[dict] = None,
                     stop_after: Optional[int] = None) -> bool:
     """Train the rest of epoch ``state.epoch`` from optimizer step ``state.step_in_epoch``.
@@ -116,36 +144,21 @@ def train_one_epoch(parts: TrainParts, state: TrainState, loader, rng_after_iter
     it was captured. ``stop_after`` ends the run, as if killed, after that many optimizer steps in total.
     Returns False when stopped early, True when the epoch is complete.
     """
-    cfg, ctx, logger = parts.cfg, parts.ctx, parts.logger
+    cfg, ctx = parts.cfg, parts.ctx
     parts.model.train()
     it = iter(loader)
     if rng_after_iter is not None:
         restore_rng_state(rng_after_iter)
-    accumulate, clips_per_step = cfg.train.accumulate, cfg.train.batch_size * cfg.train.accumulate * ctx.world_size
-    bad, seen, skipped_in_row = 0.0, 0.0, 0
-    meter = _Meter()
-    bar = _progress(logger, cfg, parts.steps_per_epoch, state)
+    clips_per_step = cfg.train.batch_size * cfg.train.accumulate * ctx.world_size
+    bad, seen, skipped = 0.0, 0, 0
+    meter, bar = _Meter(), _progress(parts.logger, cfg, parts.steps_per_epoch, state)
     while state.step_in_epoch < parts.steps_per_epoch:
         tic = time.perf_counter()
-        losses, data_time = [], 0.0
-        for micro in range(accumulate):
-            t0 = time.perf_counter()
-            batch = next(it)
-            data_time += time.perf_counter() - t0
-            bad += float(torch.as_tensor(batch["replaced"]).sum())
-            seen += len(batch["clip"])
-            losses.append(_forward_backward(parts, batch, sync=micro == accumulate - 1))
-        loss = float(torch.stack(losses).mean())
+        loss, data_time, step_bad, step_seen = _accumulate(parts, it)
+        bad, seen = bad + step_bad, seen + step_seen
         norm, stepped = _optimizer_step(parts)
         parts.optimizer.zero_grad(set_to_none=True)
-        if not stepped and parts.scaler is None:
-            raise _non_finite(parts, state, loss, float(norm), "non-finite loss or gradient")
-        skipped_in_row = 0 if stepped else skipped_in_row + 1
-        if not stepped:
-            logger.warning(f"fp16 loss scaler skipped iteration {state.global_step + 1} (loss {loss:.4f}, "
-                           f"gradient norm {float(norm)}); loss scale now {parts.scaler.get_scale():g}")
-            if skipped_in_row >= MAX_CONSECUTIVE_SKIPS:
-                raise _non_finite(parts, state, loss, float(norm), f"{skipped_in_row} consecutive fp16 steps skipped")
+        skipped = _guard(parts, state, loss, float(norm), stepped, skipped)
         lr = parts.optimizer.param_groups[0]["lr"]
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*")  # after a skipped fp16 step

@@ -93,8 +93,8 @@ class RSA(nn.Module):
     when the context is basic and relational (the context is then V I + V V^T G).
 
     Initialisation: MSRA (kaiming normal, fan_in) for the projections; the other factors are zero-mean
-    normal with a variance chosen so that, for unit-norm q, k, v of random direction, every stage keeps
-    an expected squared norm of about one: P1 ~ N(0, 1/D), H1 ~ N(0, C_Q / (D*M)), H2 ~ N(0, 1/M),
+    normal with a variance chosen so that, for unit-norm q, k, v of random direction, every factor keeps
+    the expected squared norm of its input (at init each query's output has a squared norm of order one): P1 ~ N(0, 1/D), H1 ~ N(0, C_Q / (D*M)), H2 ~ N(0, 1/M),
     G ~ N(0, 1/(M + C_Q)); I = identity.
 
     Kernel taps (for visualisation, via forward hooks): ``tap_basic_kernel`` sees u_V = q P1^T and

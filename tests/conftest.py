@@ -1,6 +1,5 @@
 """Shared pytest setup: import rsanet first (it makes torchvision importable next to a CPU-only torch)
 and keep every test on small, deterministic CPU settings."""
-import os
 
 import pytest
 import torch

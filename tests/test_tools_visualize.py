@@ -133,12 +133,12 @@ def test_reversal_keeps_the_basic_kernel_and_changes_the_relational_one(runs):
     # kappa^R also reads the keys of the reversed neighbourhood.
     _, _, cfg, model = runs["rsa"]
     clip, frames = load_clip(cfg, runs["video"])
-    fwd = capture_kernels(model, LAYER, clip, frames, (1, 4, 4))
+    fwd = capture_kernels(model, LAYER, clip, frames, (2, 3, 5))
     rev = capture_kernels(model, LAYER, clip.flip(1), frames.flip(0), mirror_query(fwd.query, fwd.feature_shape))
-    assert rev.query == (2, 4, 4)
+    assert rev.query == (1, 3, 5)
     torch.testing.assert_close(rev.kernels["basic"], fwd.kernels["basic"], rtol=1e-5, atol=1e-6)
     change = (rev.kernels["relational"] - fwd.kernels["relational"]).norm() / fwd.kernels["relational"].norm()
-    assert change > 0.02, f"relational kernel barely changed under reversal ({change:.2e})"
+    assert change > 0.05, f"relational kernel barely changed under reversal ({change:.2e})"
 
 
 def test_tool_end_to_end_writes_the_figures(runs, capsys):

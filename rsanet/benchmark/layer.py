@@ -153,5 +153,5 @@ def _add_speedups(rows: list[dict]) -> None:
     for r in rows:
         base = paper.get((r["stage"], r["dtype"]))
         if base and r.get("fwd+bwd ms"):
-            r["x vs paper"] = round(base / r["fwd+bwd ms"], 2)
+            r["x vs paper"] = base / r["fwd+bwd ms"]
 

@@ -18,9 +18,10 @@ def _loop_reference(x, weight):
 
 @pytest.mark.parametrize("strategy", ["native", "channels_last", "auto"])
 @pytest.mark.parametrize("c,f,ks", [
-    (3, 4, (3, 3, 3)),  # depthwise input gradient (C*F <= 1024)
+    (3, 4, (3, 3, 3)),  # the input gradient in one depthwise chunk
     (2, 5, (2, 4, 3)),  # even sizes
-    (4, 260, (1, 3, 3)),  # C*F > 1024: the contiguous data-gradient branch
+    (5, 100, (1, 3, 3)),  # chunks of 2 channels (200 <= 256 filters): 2 + 2 + 1
+    (2, 260, (1, 3, 1)),  # more filters per channel than a chunk holds: one channel per chunk
 ])
 def test_strategies_match_per_channel_loop(strategy, c, f, ks):
     x = torch.randn(2, c, 4, 5, 6, dtype=torch.float64, requires_grad=True)

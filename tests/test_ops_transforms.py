@@ -119,24 +119,24 @@ def _literal_self_attention(m, x):
     y = torch.zeros(b, L, cq, t, h, w, dtype=x.dtype)
     offsets = list(itertools.product(range(-(kt // 2), (kt - 1) // 2 + 1), range(-(kh // 2), (kh - 1) // 2 + 1),
                                       range(-(kw // 2), (kw - 1) // 2 + 1)))
-    for i, j, l in itertools.product(range(t), range(h), range(w)):
+    for i, j, p in itertools.product(range(t), range(h), range(w)):
         logits, vals = [], []
         for mi, (a, c, e) in enumerate(offsets):
-            ii, jj, ll = i + a, j + c, l + e
-            inside = 0 <= ii < t and 0 <= jj < h and 0 <= ll < w
+            ii, jj, pp = i + a, j + c, p + e
+            inside = 0 <= ii < t and 0 <= jj < h and 0 <= pp < w
             if not inside and m.softmax:
                 continue  # masked out of the softmax
-            kv = v[:, :, ii, jj, ll] if inside else torch.zeros(b, cq, dtype=x.dtype)
+            kv = v[:, :, ii, jj, pp] if inside else torch.zeros(b, cq, dtype=x.dtype)
             z = torch.zeros(b, L, dtype=x.dtype)
             if m.key is not None:
-                z = z + torch.einsum("blc,bc->bl", q[:, :, :, i, j, l], k[:, :, ii, jj, ll])
+                z = z + torch.einsum("blc,bc->bl", q[:, :, :, i, j, p], k[:, :, ii, jj, pp])  # (B, L)
             if m.P is not None:
-                z = z + q[:, :, :, i, j, l] @ m.P[mi]
+                z = z + q[:, :, :, i, j, p] @ m.P[mi]
             logits.append(z)
             vals.append(kv)
         z = torch.stack(logits, -1)  # (B, L, M_valid)
         a = torch.softmax(z / cq ** 0.5, -1) if m.softmax else z
-        y[:, :, :, i, j, l] = torch.einsum("blm,bmc->blc", a, torch.stack(vals, 1))
+        y[:, :, :, i, j, p] = torch.einsum("blm,bmc->blc", a, torch.stack(vals, 1))  # (B, L, C_Q)
     return y.reshape(b, L * cq, t, h, w)
 
 

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -142,7 +142,3 @@ def write_json(path: str | os.PathLike, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n")
 
-
-def unique(values: Iterable[str]) -> list[str]:
-    """Values in first-seen order without duplicates."""
-    return list(dict.fromkeys(values))

@@ -64,11 +64,14 @@ SPLITS = {"train": 0, "val": 1, "test": 2}  # split name -> seed stream; test is
 _PATH = re.compile(r"^synthetic://(train|val|test)/(\d+)$")
 
 # Appearance and motion ranges (fractions of the frame unless said otherwise).
-_BASE_RADIUS = 0.11  # object radius at the smallest scale, as a fraction of min(H, W)
-_SCALE_PERIOD = math.log(2.2)  # log-scale circle: the radius goes from 1x to 2.2x, then wraps
-_RANGES = (0.25, 0.25, math.radians(100.0), 0.55 * _SCALE_PERIOD)  # per-video span of x, y (x W, H), angle, log-scale
-_SPEED_JITTER = (0.75, 1.25)  # per-video speed factor range
-_BG_CONTRAST = (0.25, 0.6)  # range of the background's colour-noise contrast
+_BASE_RADIUS = 0.12  # object radius at the smallest scale, as a fraction of min(H, W)
+_SCALE_PERIOD = math.log(2.5)  # log-scale circle: the radius goes from 1x to 2.5x, then wraps back to 1x
+# Span of the T grid values of each pose variable in one video (the travel of the class variable over the
+# clip, and the range its shuffled values cover otherwise): x and y as fractions of W and H, angle in
+# radians, log-scale as a fraction of its period.
+_RANGES = (0.5, 0.5, 3.0, 0.75 * _SCALE_PERIOD)
+_SPEED_JITTER = (0.75, 1.25)  # per-video factor on every span
+_BG_CONTRAST = (0.1, 0.3)  # range of the background's colour-noise contrast
 
 
 def class_motion(label: int) -> tuple[int, int]:
@@ -203,7 +206,7 @@ def make_content(spec: SyntheticSpec, split: str, index: int) -> VideoContent:
     background = _background(rng, spec.height, spec.width)
     colors = _colors(rng, background)
     shape = np.concatenate([
-        [rng.uniform(0.15, 0.3), rng.uniform(0.15, 0.3), rng.uniform(0.0, 0.12)],  # a1, a2, a3
+        [rng.uniform(0.15, 0.25), rng.uniform(0.15, 0.25), rng.uniform(0.0, 0.1)],  # a1, a2, a3
         rng.uniform(0, 2 * math.pi, size=3),  # p1, p2, p3
         [rng.uniform(0.5, 1.0)],  # stripe wavelength (object radii)
     ])

@@ -7,10 +7,9 @@ choose memory layouts for the three convolutions of forward and backward:
 
 * ``"native"``: one F.conv3d in the standard contiguous layout, autograd's own backward.
 * ``"channels_last"``: forward and weight gradient in channels-last (N, T, H, W, C) layout; the input
-  gradient either as a depthwise conv with the flipped filters followed by a sum over the F filters of a
-  channel (small C*F) or as the standard data gradient in contiguous layout (large C*F). On the oneDNN CPU
-  kernels this is 2-6x faster than "native" for the RSANet stage shapes with H*W >= 14*14, while for tiny
-  spatial sizes (7x7) "native" is faster.
+  gradient as depthwise convs with the flipped filters over chunks of at most 256 channels, each followed
+  by a sum over the F filters of a channel. With oneDNN on CPU this is 2-6x faster than "native" for the
+  RSANet stage shapes with H*W >= 14*14, while for tiny spatial sizes (7x7) "native" is faster.
 * ``"auto"``: "channels_last" on CPU for float32/bfloat16 inputs with H*W >= 100, "native" otherwise
   (CUDA, float64, small maps).
 """
@@ -25,8 +24,27 @@ __all__ = ["channelwise_window_conv", "STRATEGIES"]
 
 STRATEGIES = ("auto", "native", "channels_last")
 _CL = torch.channels_last_3d
-_DEPTHWISE_GRAD_MAX_CHANNELS = 1024  # C*F up to which the input gradient runs as a depthwise conv
+_DEPTHWISE_CHUNK = 256  # channels per depthwise conv of the input gradient (oneDNN slows down above this)
 _CHANNELS_LAST_MIN_AREA = 100  # H*W from which "auto" uses channels-last on CPU
+
+
+def _input_grad(grad: torch.Tensor, weight: torch.Tensor, channels: int, padding) -> torch.Tensor:
+    """Data gradient of the grouped conv: grad_x[c] = sum_f conv(grad[c, f], flipped weight[c, f]).
+
+    Computed as depthwise convs (mirrored padding k - 1 - p) over chunks of at most
+    ``_DEPTHWISE_CHUNK`` channels, where oneDNN's depthwise kernel runs at full speed, then summed over f.
+    """
+    f = weight.shape[0] // channels
+    per_chunk = max(1, _DEPTHWISE_CHUNK // f)  # input channels per chunk
+    mirrored = tuple(k - 1 - p for k, p in zip(weight.shape[-3:], padding))
+    flipped = weight.flip(-3, -2, -1)
+    parts = []
+    for c0 in range(0, channels, per_chunk):
+        c1 = min(channels, c0 + per_chunk)
+        g = grad[:, c0 * f:c1 * f].contiguous(memory_format=_CL)  # (B, (c1-c0)*F, T, H, W)
+        per_filter = F.conv3d(g, flipped[c0 * f:c1 * f], padding=mirrored, groups=(c1 - c0) * f)
+        parts.append(per_filter.unflatten(1, (c1 - c0, f)).sum(2))  # (B, (c1-c0)*F, ...) -> (B, c1-c0, F, ...) -> (B, c1-c0, ...)
+    return torch.cat(parts, dim=1)  # (B, C, T, H, W)
 
 
 class _ChannelsLastWindowConv(torch.autograd.Function):
@@ -50,16 +68,7 @@ class _ChannelsLastWindowConv(torch.autograd.Function):
                 grad.contiguous(memory_format=_CL), x, weight, None, (1, 1, 1), pad, (1, 1, 1), False, (0, 0, 0),
                 c, [False, True, False])[1]
         if ctx.needs_input_grad[0]:
-            if cf <= _DEPTHWISE_GRAD_MAX_CHANNELS:
-                # grad_x[c] = sum_f conv(grad[c, f], flipped weight[c, f]) with the mirrored padding k - 1 - p
-                mirrored = tuple(k - 1 - p for k, p in zip(weight.shape[-3:], pad))
-                per_filter = F.conv3d(grad.contiguous(memory_format=_CL), weight.flip(-3, -2, -1), padding=mirrored,
-                                      groups=cf)  # (B, C*F, T, H, W)
-                grad_x = per_filter.unflatten(1, (c, cf // c)).sum(2)  # (B, C*F, ...) -> (B, C, F, ...) -> (B, C, ...)
-            else:
-                grad_x = torch.ops.aten.convolution_backward(
-                    grad.contiguous(), x.contiguous(), weight, None, (1, 1, 1), pad, (1, 1, 1), False, (0, 0, 0),
-                    c, [True, False, False])[0]
+            grad_x = _input_grad(grad, weight, c, pad)
         return grad_x, grad_w, None
 
 
@@ -76,14 +85,17 @@ def channelwise_window_conv(x: torch.Tensor, weight: torch.Tensor, strategy: str
     """out[:, c*F + f](n) = sum_m weight[c*F + f, 0, m] * x[:, c](n + offset_m): (B, C, T, H, W) -> (B, C*F, T, H, W).
 
     ``weight`` is (C*F, 1, t, h, w). Under autocast both operands are cast to the autocast dtype first, as
-    F.conv3d would. The output may be channels-last; its values do not depend on ``strategy``.
+    F.conv3d would, except on CPU where the conv stays in float32 (faster there, see the comment below).
+    The output may be channels-last; its values do not depend on ``strategy``.
     """
     c = x.shape[1]
     if weight.dim() != 5 or weight.shape[1] != 1 or weight.shape[0] % c:
         raise ValueError(f"weight must be (C*F, 1, t, h, w) for C = {c} channels, got {tuple(weight.shape)}")
     device_type = x.device.type
     if torch.is_autocast_enabled(device_type):
-        dtype = torch.get_autocast_dtype(device_type)
+        # On CPU these depthwise-style convs run no faster in bf16 than in fp32 with oneDNN, and their
+        # weight gradient runs 2-4x slower, so they stay in fp32 there; on GPUs they use the autocast dtype.
+        dtype = torch.float32 if device_type == "cpu" else torch.get_autocast_dtype(device_type)
         x, weight = x.to(dtype), weight.to(dtype)
     else:
         weight = weight.to(x.dtype)
@@ -92,8 +104,8 @@ def channelwise_window_conv(x: torch.Tensor, weight: torch.Tensor, strategy: str
         padding = tuple(k // 2 for k in kernel_size)
     else:  # even sizes: pad asymmetrically first (see rsanet.ops.window), then no conv padding
         x, padding = window_pad(x, kernel_size), (0, 0, 0)
-    if _choose(x, strategy) == "native":
-        # standard layout: oneDNN's backward of this grouped conv is very slow for channels-last inputs
-        return F.conv3d(x.contiguous(), weight, padding=padding, groups=c)
-    with torch.autocast(device_type, enabled=False):
+    with torch.autocast(device_type, enabled=False):  # the dtype is settled above
+        if _choose(x, strategy) == "native":
+            # standard layout: oneDNN's backward of this grouped conv is very slow for channels-last inputs
+            return F.conv3d(x.contiguous(), weight, padding=padding, groups=c)
         return _ChannelsLastWindowConv.apply(x, weight, padding)

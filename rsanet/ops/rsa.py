@@ -246,8 +246,9 @@ class RSA(nn.Module):
         b, n, cq = z.shape
         z = z.reshape(b, *thw, cq).permute(0, 4, 1, 2, 3)  # (B, N, C_Q) -> (B, C_Q, T, H, W), channels-last view
         out = channelwise_window_conv(z, filters)  # (B, C_Q*F, T, H, W)
-        # (B, C_Q*F, T, H, W) -> (B, T, H, W, C_Q*F) -> (B, N, C_Q, F); a view when out is channels-last
-        return out.permute(0, 2, 3, 4, 1).reshape(b, n, cq, -1)
+        # (B, C_Q*F, T, H, W) -> (B, T, H, W, C_Q*F) -> (B, N, C_Q, F), densely packed for the batched matmuls
+        # (no copy when out is channels-last)
+        return out.permute(0, 2, 3, 4, 1).reshape(b, n, cq, -1).contiguous()
 
     def _latent_kernel(self, q: torch.Tensor, k: torch.Tensor | None, thw, acc: torch.dtype) -> torch.Tensor:
         """u = q (P1^T + K (*) r(H1)) (Eqs. 10, 12): (B, N, L, D), passed through the two kernel taps."""

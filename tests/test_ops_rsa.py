@@ -247,3 +247,16 @@ def test_torch_compile_sees_no_graph_breaks():
     explanation = torch._dynamo.explain(m)(torch.randn(1, 8, 3, 10, 10))
     assert explanation.graph_break_count == 0, explanation.break_reasons
     assert explanation.graph_count == 1
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_torchscript_trace_and_save_for_inference(tmp_path):
+    # inference needs no custom autograd functions, so tracing and saving works (tools/export.py relies on it)
+    m = RSA(8, 8, kernel_size=(3, 3, 3), queries=2).eval()
+    x = torch.randn(2, 8, 3, 10, 10)
+    with torch.no_grad():
+        traced = torch.jit.trace(m, x, check_trace=False)
+        torch.jit.save(traced, str(tmp_path / "rsa.pt"))
+        loaded = torch.jit.load(str(tmp_path / "rsa.pt"))
+        x2 = torch.randn(3, 8, 3, 10, 10)
+        torch.testing.assert_close(loaded(x2), m(x2), rtol=0, atol=1e-5)

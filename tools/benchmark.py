@@ -3,6 +3,9 @@
 
     python tools/benchmark.py layer --batch 1 --frames 8 --dtype fp32 bf16
     python tools/benchmark.py layer --stages res4 --impl ours paper_eq12 --repeats 10 --json out/layer.json
+
+On a CPU shared with other jobs, multi-threaded wall times are dominated by OpenMP threads waiting for each
+other; `--threads 1` gives stable numbers there.
 """
 import argparse
 import importlib

@@ -94,8 +94,8 @@ class RSA(nn.Module):
 
     Initialisation: MSRA (kaiming normal, fan_in) for the projections; the other factors are zero-mean
     normal with a variance chosen so that, for unit-norm q, k, v of random direction, every factor keeps
-    the expected squared norm of its input (at init each query's output has a squared norm of order one): P1 ~ N(0, 1/D), H1 ~ N(0, C_Q / (D*M)), H2 ~ N(0, 1/M),
-    G ~ N(0, 1/(M + C_Q)); I = identity.
+    the expected squared norm of its input (at init each query's output has a squared norm of order one):
+    P1 ~ N(0, 1/D), H1 ~ N(0, C_Q / (D*M)), H2 ~ N(0, 1/M), G ~ N(0, 1/(M + C_Q)); I = identity.
 
     Kernel taps (for visualisation, via forward hooks): ``tap_basic_kernel`` sees u_V = q P1^T and
     ``tap_relational_kernel`` sees u_R = q (K (*) r(H1)), each (B, L, D, T, H, W) before striding;
@@ -208,7 +208,9 @@ class RSA(nn.Module):
             torch.get_autocast_dtype(x.device.type)
         acc = _accumulation_dtype(q)
         u = self._latent_kernel(q, k, (t, h, w), acc)  # (B, N, L, D)
-        y = _DenseGrad.apply(self._aggregate(u, v, (t, h, w), acc))  # (B, N, L, C_Q)
+        y = self._aggregate(u, v, (t, h, w), acc)  # (B, N, L, C_Q)
+        if torch.is_grad_enabled() and y.requires_grad:
+            y = _DenseGrad.apply(y)
         # (B, N, L, C_Q) -> (B, T, H, W, C_out) -> (B, C_out, T, H, W): a channels-last view, no copy
         y = y.reshape(b, t, h, w, -1).permute(0, 4, 1, 2, 3).to(out_dtype)
         return spatial_downsample(y, self.stride)
@@ -257,7 +259,8 @@ class RSA(nn.Module):
         u = None
         if self.H1 is not None:
             # A = K (*) r(H1) (Eq. 10): key channel c convolved with its D filters H1[:, c, :]
-            filters = self.channel_h1().permute(1, 2, 0).reshape(cq * d, 1, *self.kernel_size)  # (M, C_Q, D) -> (C_Q*D, 1, t, h, w)
+            # (M, C_Q, D) -> (C_Q, D, M) -> (C_Q*D, 1, t, h, w)
+            filters = self.channel_h1().permute(1, 2, 0).reshape(cq * d, 1, *self.kernel_size)
             a = self._window_conv(k, filters, thw)  # (B, N, C_Q, D)
             with torch.autocast(q.device.type, enabled=False):
                 u_r = torch.matmul(q.to(acc), a.to(acc))  # (B, N, L, C_Q) @ (B, N, C_Q, D) -> (B, N, L, D)
@@ -290,7 +293,7 @@ class RSA(nn.Module):
         filters = filters.t().reshape(1, -1, 1, *self.kernel_size).expand(cq, -1, -1, -1, -1, -1).flatten(0, 1)
         vf = self._window_conv(v, filters, thw)  # (B, N, C_Q, F): vf[..., c', f] = sum_m V[m, c'] filters[m, f]
         with torch.autocast(u.device.type, enabled=False):
-            # (B, N, C_Q, D [+ C_Q]) -> Bv (B, N, C_Q, D) and E (B, N, C_Q, C_Q), e[..., c', c] = sum_m V[m, c'] G[m, c].
+            # (B, N, C_Q, D [+ C_Q]) -> Bv (B, N, C_Q, D) and E (B, N, C_Q, C_Q), e[.., c', c] = sum_m V[m, c'] G[m, c].
             # Contiguous copies: batched matmul on CPU needs densely packed matrices for its fast path.
             bv, *e = vf.to(acc).split([d] + ([cq] if self.G is not None else []), dim=-1)
             w = torch.matmul(u, bv.contiguous().transpose(-1, -2))  # (B, N, L, D) @ (B, N, D, C_Q) -> (B, N, L, C_Q)

@@ -28,7 +28,8 @@ def _normalize(x: torch.Tensor, dim: int, module: RSA, bn) -> torch.Tensor:
 def _qkv(module: RSA, x: torch.Tensor):
     """q (B, L*C_Q, T, H, W) and k, v (B, C_Q, T, H, W), each a 1x1x1 projection then the chosen norm."""
     def proj(conv, inp):  # weight (C_out, C_in, 1, 1, 1): a per-position matrix product
-        return torch.einsum("oc,bcthw->bothw", conv.weight[:, :, 0, 0, 0], inp)  # (C_out, C_in) x (B, C_in, T, H, W) -> (B, C_out, T, H, W)
+        # (C_out, C_in) x (B, C_in, T, H, W) -> (B, C_out, T, H, W)
+        return torch.einsum("oc,bcthw->bothw", conv.weight[:, :, 0, 0, 0], inp)
 
     q, v = proj(module.query, x), proj(module.value, x)
     k = None if module.key is None else proj(module.key, x)

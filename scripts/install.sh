@@ -11,10 +11,10 @@ PIP=("$PY" -m pip install -q --disable-pip-version-check)
 #    find-links when the machine has no NVIDIA GPU (no download of CUDA packages), else the index.
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   echo "[install] torch is missing; installing it"
-  if ! command -v nvidia-smi >/dev/null 2>&1 && "${PIP[@]}" --no-index --no-deps "torch>=2.1" >/dev/null 2>&1; then
+  if ! command -v nvidia-smi >/dev/null 2>&1 && "${PIP[@]}" --no-index --no-deps "torch>=2.4" >/dev/null 2>&1; then
     echo "[install] used a local CPU wheel of torch"
   fi
-  "${PIP[@]}" "torch>=2.1"
+  "${PIP[@]}" "torch>=2.4"
 fi
 
 # 2. Everything else, with torch pinned to what is installed, so that pip picks the torchvision

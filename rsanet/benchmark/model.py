@@ -91,14 +91,17 @@ def _rows(models, frames, dtypes, channels_last, compiles):
 def run(batch: int = 8, frames: Sequence[int] = (8, 16), size: int = 224, models: Sequence[str] = tuple(MODELS),
         dtype: Sequence[str] = ("fp32", "bf16"), channels_last: Sequence[str] = ("off",),
         compile: Sequence[str] = ("off",), arch: str = "resnet50", width: int = 64, device: str = "auto",
-        repeats: int = 5, warmup: int = 2, progress=None) -> dict:
-    """Measure every combination; returns {"title", "columns", "rows"} for the table printer."""
+        repeats: int = 5, warmup: int = 2, isolate: bool = True, progress=None) -> dict:
+    """Measure every combination; returns {"title", "columns", "rows", "meta"} for the table printer.
+
+    On CPU each case runs in a fresh subprocess (``isolate``) so that peak-RSS growth is per case.
+    """
     dev = resolve_device(device)
     rows = []
     for spec in _rows(models, frames, dtype, channels_last, compile):
         case = {**spec, "batch": batch, "size": size, "arch": arch, "width": width, "device": str(dev),
                 "repeats": repeats, "warmup": warmup}
-        if dev.type == "cpu":
+        if dev.type == "cpu" and isolate:
             result = run_in_subprocess("rsanet.benchmark.model:measure_case", case)
         else:
             result = measure_case(case)
@@ -111,7 +114,9 @@ def run(batch: int = 8, frames: Sequence[int] = (8, 16), size: int = 224, models
     _add_ratios(rows)
     title = (f"Training step (fwd+bwd+SGD) of {arch} (width {width}) on {device_name(dev)}, "
              f"median of {repeats} after {warmup} warm-up; videos/s = B / step time")
-    return {"title": title, "columns": COLUMNS, "rows": rows}
+    meta = {"device": str(dev), "device_name": device_name(dev), "torch": torch.__version__, "arch": arch,
+            "width": width, "batch": batch, "size": size, "repeats": repeats, "warmup": warmup}
+    return {"title": title, "columns": COLUMNS, "rows": rows, "meta": meta}
 
 
 def _add_ratios(rows: list[dict]) -> None:

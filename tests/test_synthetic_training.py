@@ -13,9 +13,9 @@ TINY = [
     "model.transform.kernel_size=[3,3,3]", "model.transform.queries=2",
     "data.dataset=synthetic", "data.synthetic_classes=2", "data.synthetic_frames=4", "data.synthetic_seed=0",
     "data.synthetic_resolution=[32,32]", "data.resize=[32,32]", "data.crop_size=32", "data.scales=[1.0]",
-    "data.flip=none", "data.num_workers=0", "data.train_size=384", "data.val_size=160",
-    "train.batch_size=16", "train.lr=0.8", "train.epochs=5", "train.warmup_epochs=0.5", "train.label_smoothing=0.0",
-    "train.eval_every=5", "test.batch_size=32", "runtime.seed=0", "runtime.tensorboard=false",
+    "data.flip=none", "data.num_workers=0", "data.train_size=768", "data.val_size=160",
+    "train.batch_size=16", "train.lr=0.2", "train.epochs=8", "train.warmup_epochs=0.5", "train.label_smoothing=0.0",
+    "train.eval_every=8", "test.batch_size=32", "runtime.seed=0", "runtime.tensorboard=false",
     "runtime.progress=false", "runtime.checkpoint_interval=0", "runtime.keep_epoch_checkpoints=0",
     "runtime.log_interval=50",
 ]

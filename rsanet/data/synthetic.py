@@ -1,40 +1,37 @@
 """Built-in synthetic motion benchmark: procedurally generated clips whose classes differ only in motion.
 
-Every video shows one random object (asymmetric shape, random colours, internal stripes and a spot) over a
-static random textured background. The object has four pose variables, each on a circle: horizontal and
-vertical position (the image is a torus: the object wraps around the borders), orientation, and log-scale
-(the size wraps from largest back to smallest). The eight classes are
+A video shows a random textured scene and, in front of it, one random object (asymmetric shape, random
+colours, internal stripes and a spot) at a random place. The eight classes are
 
-    moving left / right (x), moving up / down (y), rotating clockwise / counter-clockwise (angle),
-    approaching / receding (log-scale).
+    background moving left / right / up / down   (the scene translates; the camera pans or tilts)
+    background rotating clockwise / counter-clockwise   (the scene turns about the frame centre; camera roll)
+    object approaching / receding   (the object grows / shrinks; its size wraps from largest to smallest)
 
-How a video is made (everything below is drawn from ``(seed, split, index)`` only, never from the label):
+Four pose variables describe a frame: the background's x and y offsets, its rotation angle about the
+frame centre, and the object's log-scale. A class makes one variable move at constant speed, in one
+direction, over the whole clip. Everything else is drawn from ``(seed, split, index)`` only, never from the
+label, so that **a single frame carries no information about the class**:
 
-* background, object appearance, a random offset ``z0`` and a random speed ``v`` for every pose variable;
-* ``T`` *rows*. Row ``r`` gives variable ``k`` the grid value ``z0_k + v_k * (pi_k(r) - (T - 1) / 2)``
-  (modulo its period), with one independent uniformly random permutation ``pi_k`` per variable.
+* The background is a stationary and isotropic random field (a sum of sinusoids with uniformly random
+  directions and phases). Shifted by any offset or turned by any angle it has exactly the same
+  distribution, so a frame tells nothing about where the background is or how far it has turned.
+* The object's log-scale lives on a circle; its grid of ``T`` values ``z0 + v * (j - (T - 1) / 2)`` starts at
+  a uniformly random ``z0``, so its size in frame ``t`` is uniform on the circle whatever the class. When
+  the class is not about size, the object shows the *same* ``T`` sizes in a uniformly random order (it
+  flickers), so the set of sizes in a clip is also the same under every label.
+* The object's place, orientation, shape and colours, and the background's pattern, are fixed per video.
 
-The label only chooses the **order** in which the ``T`` rows are shown: a video of class "moving right"
-shows the rows sorted by increasing x grid index (so x moves at constant speed), "moving left" the same rows
-in reverse, and so on. Every other active variable then visits its grid values in a uniformly random order
-(the object jitters in those respects). Consequences, proved in ``tests/test_synthetic.py``:
+Hence (proved in ``tests/test_synthetic.py``): every frame has the same distribution under every class at
+every time step, whatever frame sampler is used; a clip and its time reversal are the two classes of a
+pair (left/right, up/down, clockwise/counter-clockwise, approaching/receding), so each pair shows exactly
+the same frames in opposite orders; and the object looks exactly the same set of ways under every label.
+A frame-averaging model (TSN with 2D convolutions) is therefore at chance by construction. The only
+thing that differs between clips of different pairs is how *consecutive* frames relate: motion.
 
-1. *Exactly the same frames under every label.* Rendering index ``i`` under any label gives the same
-   multiset of frames, only the order differs. Any model that is blind to frame order (TSN with 2D
-   convolutions averages per-frame logits; BatchNorm statistics are also order-blind) computes the same
-   output whatever the label, so it is at chance by construction, not only in expectation.
-2. *Every single frame has the same distribution under every class, at every time step*: the offsets
-   ``z0`` are uniform on each circle, so each pose variable of frame ``t`` is uniform whatever the order.
-   This holds for any frame sampler (random segment offsets included).
-
-Property 1 needs the model to see every generated frame (``data.synthetic_frames == model.num_segments``,
-as in ``configs/synthetic/``); with more generated frames than segments, the sampled subset is no longer an
-exact permutation, though property 2 still holds exactly.
-
-Pose variables that no class of the chosen class set uses stay static (``synthetic_classes: 2`` is left vs
-right with a rigid object; 8 classes make x, y, angle and scale all move). Splits ``train``, ``val`` and
-``test`` are independent random streams of the same distribution (``test`` is its own held-out set of
-``data.val_size`` clips). Nothing is written to disk: a record's path is ``synthetic://<split>/<index>``.
+``synthetic_classes: K`` keeps the first K classes; pose variables that none of them uses stay still
+(``K = 2`` is background moving left vs right). Splits ``train``, ``val`` and ``test`` are independent random
+streams of the same distribution (``test`` is its own held-out set of ``data.val_size`` clips). Nothing is
+written to disk: a record's path is ``synthetic://<split>/<index>``, and frames are rendered on request.
 """
 from __future__ import annotations
 
@@ -47,31 +44,37 @@ import numpy as np
 
 from rsanet.data.records import VideoRecord
 
-__all__ = ["CLASS_NAMES", "SPLITS", "SyntheticSpec", "SyntheticDecoder", "VideoContent", "build_synthetic",
-           "class_motion", "make_content", "row_order", "clip_states", "render_frames", "render_clip",
-           "video_label"]
+__all__ = ["CLASS_NAMES", "NUM_VARS", "SPLITS", "SyntheticSpec", "SyntheticDecoder", "VideoContent",
+           "build_synthetic", "class_motion", "make_content", "row_order", "clip_states", "render_background",
+           "render_object", "render_frames", "render_clip", "video_label"]
 
 # Class names in label order; ``synthetic_classes: K`` keeps the first K.
 CLASS_NAMES = (
-    "moving left", "moving right", "moving up", "moving down",
-    "rotating clockwise", "rotating counter-clockwise", "approaching", "receding",
+    "background moving left", "background moving right", "background moving up", "background moving down",
+    "background rotating clockwise", "background rotating counter-clockwise", "object approaching",
+    "object receding",
 )
-# (pose variable, direction) per class. Variables: 0 = x (right is +), 1 = y (down is +, image rows),
-# 2 = angle (clockwise on screen is +, since image y points down), 3 = log-scale (growing is +).
+# (pose variable, direction) per class. Variables: 0 = background x offset (content moves right when it
+# grows), 1 = background y offset (down when it grows: image rows), 2 = background angle about the frame
+# centre (clockwise on screen when it grows, since image y points down), 3 = object log-scale (grows).
 _MOTIONS = ((0, -1), (0, 1), (1, -1), (1, 1), (2, 1), (2, -1), (3, 1), (3, -1))
 NUM_VARS = 4
+# Non-class variables that a single frame shows (the object's size) are shuffled; the background's pose
+# cannot be seen in a single frame, so its non-class variables simply stay still.
+_SHUFFLED = (False, False, False, True)
 SPLITS = {"train": 0, "val": 1, "test": 2}  # split name -> seed stream; test is its own stream
 _PATH = re.compile(r"^synthetic://(train|val|test)/(\d+)$")
 
-# Appearance and motion ranges (fractions of the frame unless said otherwise).
-_BASE_RADIUS = 0.12  # object radius at the smallest scale, as a fraction of min(H, W)
-_SCALE_PERIOD = math.log(2.5)  # log-scale circle: the radius goes from 1x to 2.5x, then wraps back to 1x
-# Span of the T grid values of each pose variable in one video (the travel of the class variable over the
-# clip, and the range its shuffled values cover otherwise): x and y as fractions of W and H, angle in
-# radians, log-scale as a fraction of its period.
-_RANGES = (0.5, 0.5, 3.0, 0.75 * _SCALE_PERIOD)
-_SPEED_JITTER = (0.75, 1.25)  # per-video factor on every span
-_BG_CONTRAST = (0.1, 0.3)  # range of the background's colour-noise contrast
+# Appearance and motion (lengths are fractions of min(H, W) unless said otherwise).
+_BASE_RADIUS = 0.13  # object radius at the smallest size
+_SCALE_PERIOD = math.log(2.8)  # log-scale circle: the radius goes from 1x to 2.8x, then wraps back to 1x
+# Travel of each pose variable over a clip (and the span its values cover when shuffled): background
+# offset (fraction of the frame), background angle (radians), object log-scale (fraction of its period).
+_TRAVEL = (0.7, 0.7, 1.6, 0.9)
+_SPEED_JITTER = (0.75, 1.25)  # per-video factor on every travel
+_BG_WAVES = 12  # sinusoids of the background field
+_BG_CYCLES = (1.0, 4.0)  # their spatial frequencies, in cycles per frame side (log-uniform)
+_BG_CONTRAST = (0.15, 0.25)  # standard deviation of the background's brightness
 
 
 def class_motion(label: int) -> tuple[int, int]:
@@ -112,16 +115,15 @@ class SyntheticSpec:
 
     @property
     def active(self) -> np.ndarray:
-        """(4,) bool: the pose variables that some class of this spec is defined by (the others stay static)."""
+        """(4,) bool: the pose variables that some class of this spec is defined by (the others stay still)."""
         act = np.zeros(NUM_VARS, dtype=bool)
         for var, _ in _MOTIONS[: self.num_classes]:
             act[var] = True
         return act
 
     @property
-    def periods(self) -> np.ndarray:
-        """(4,) period of each pose variable: W and H pixels, 2 pi, and the log-scale period."""
-        return np.array([self.width, self.height, 2 * math.pi, _SCALE_PERIOD])
+    def side(self) -> int:
+        return min(self.height, self.width)
 
 
 def video_label(spec: SyntheticSpec, index: int) -> int:
@@ -131,15 +133,19 @@ def video_label(spec: SyntheticSpec, index: int) -> int:
 
 @dataclass
 class VideoContent:
-    """Label-independent content of one video: background, object appearance, and the T pose rows."""
+    """Label-independent content of one video: scene, object, and the T rows of pose values."""
 
-    background: np.ndarray  # (H, W, 3) float32 in [0, 1]
-    colors: np.ndarray  # (3, 3) float32: stripe colour A, stripe colour B, spot colour
-    shape: np.ndarray  # (7,) a1, a2, a3 harmonic amplitudes, p1, p2, p3 phases, stripe wavelength
+    waves: np.ndarray  # (K, 4) float64: background sinusoids: frequency x, frequency y (cycles/px), phase, -
+    amplitudes: np.ndarray  # (K, 3) float32: RGB amplitude of each sinusoid
+    mean: np.ndarray  # (3,) float32: background mean colour
+    colors: np.ndarray  # (3, 3) float32: object stripe colour A, stripe colour B, spot colour
+    shape: np.ndarray  # (7,) a1, a2, a3 harmonic amplitudes, p1, p2, p3 phases, stripe wavelength (radii)
     spot: np.ndarray  # (3,) spot centre u, v and radius, in units of the object radius
-    stripe_phase: float  # phase of the internal stripes
+    stripe_phase: float  # phase of the object's stripes
+    place: np.ndarray  # (3,) object centre x, y (pixels) and orientation (radians)
+    z0: np.ndarray  # (4,) start of every pose variable's grid (the still value of unused variables)
     grid: np.ndarray  # (T, 4) int: grid index of every variable in every row (independent permutations)
-    values: np.ndarray  # (T, 4) float64: pose of every row (x px, y px, angle rad, log-scale)
+    values: np.ndarray  # (T, 4) float64: pose of every row (bg x px, bg y px, bg angle rad, object log-scale)
 
 
 def _rng(spec: SyntheticSpec, split: str, index: int) -> np.random.Generator:
@@ -150,50 +156,28 @@ def _rng(spec: SyntheticSpec, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(spec.seed) & 0xFFFFFFFF, SPLITS[split], int(index)]))
 
 
-def _upsample(grid: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Bilinear upsampling of a (gh, gw, 3) grid to (h, w, 3) as two small matrix products."""
-    def weights(n_out: int, n_in: int) -> np.ndarray:
-        pos = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
-        lo = np.floor(pos).astype(int)
-        hi = np.minimum(lo + 1, n_in - 1)
-        frac = pos - lo
-        m = np.zeros((n_out, n_in))
-        m[np.arange(n_out), lo] += 1 - frac
-        m[np.arange(n_out), hi] += frac
-        return m  # (n_out, n_in)
-
-    gh, gw, _ = grid.shape
-    rows = weights(h, gh) @ grid.reshape(gh, gw * 3)  # (h, gh) @ (gh, gw*3) -> (h, gw*3)
-    rows = rows.reshape(h, gw, 3).transpose(0, 2, 1)  # (h, gw*3) -> (h, gw, 3) -> (h, 3, gw)
-    out = rows @ weights(w, gw).T  # (h, 3, gw) @ (gw, w) -> (h, 3, w)
-    return out.transpose(0, 2, 1)  # (h, 3, w) -> (h, w, 3)
+def _background(rng: np.random.Generator, side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stationary, isotropic random field: K sinusoids with uniform directions and phases, log-uniform
+    frequencies, mostly-grey amplitudes (a little colour). Returns waves (K, 4), amplitudes (K, 3), mean (3,)."""
+    k = _BG_WAVES
+    cycles = np.exp(rng.uniform(*np.log(_BG_CYCLES), size=k)) / side  # cycles per pixel
+    direction = rng.uniform(0, 2 * math.pi, size=k)
+    waves = np.stack([cycles * np.cos(direction), cycles * np.sin(direction), rng.uniform(0, 2 * math.pi, size=k),
+                      np.zeros(k)], axis=1)  # (K, 4)
+    amp = rng.normal(size=(k, 1)) + 0.35 * rng.normal(size=(k, 3))  # (K, 3): grey plus some colour
+    amp *= rng.uniform(*_BG_CONTRAST) / math.sqrt(float((amp ** 2).sum(0).mean()) / 2)  # brightness std
+    mean = rng.uniform(0.3, 0.7, size=3)
+    return waves, amp.astype(np.float32), mean.astype(np.float32)
 
 
-def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """Static textured background: smooth colour noise around a random mean colour, plus faint stripes."""
-    g = int(rng.integers(3, 9))
-    noise = _upsample(rng.uniform(-0.5, 0.5, size=(g, g, 3)), h, w)  # (h, w, 3)
-    mean = rng.uniform(0.2, 0.8, size=3)
-    contrast = rng.uniform(*_BG_CONTRAST)
-    ang = rng.uniform(0, math.pi)
-    freq = rng.uniform(0.05, 0.3)  # cycles per pixel
-    # cos(a x + b y + c) = cos(a x + c) cos(b y) - sin(a x + c) sin(b y): two 1-D tables, one outer product
-    ax = 2 * math.pi * freq * math.cos(ang) * np.arange(w) + rng.uniform(0, 2 * math.pi)  # (w,)
-    by = 2 * math.pi * freq * math.sin(ang) * np.arange(h)  # (h,)
-    stripes = np.outer(np.cos(by), np.cos(ax)) - np.outer(np.sin(by), np.sin(ax))  # (h, w)
-    tint = rng.uniform(-1.0, 1.0, size=3)
-    bg = mean + contrast * noise + rng.uniform(0.03, 0.12) * stripes[..., None] * tint  # (h, w, 3)
-    return np.clip(bg, 0.0, 1.0).astype(np.float32)
-
-
-def _colors(rng: np.random.Generator, background: np.ndarray) -> np.ndarray:
+def _colors(rng: np.random.Generator, background_mean: np.ndarray) -> np.ndarray:
     """Object colours A, B and the spot colour, with the mean object brightness away from the background."""
     lum = np.array([0.299, 0.587, 0.114])
-    bg_lum = float(background.reshape(-1, 3).mean(0) @ lum)
+    bg_lum = float(background_mean @ lum)
     a = rng.uniform(0.0, 1.0, size=3)
     b = np.clip(a + rng.uniform(-0.35, 0.35, size=3), 0.0, 1.0)
-    if abs((a + b) / 2 @ lum - bg_lum) < 0.25:  # too close to the background: push to the other end
-        shift = 0.45 if bg_lum < 0.5 else -0.45
+    if abs((a + b) / 2 @ lum - bg_lum) < 0.3:  # too close to the background: push to the other end
+        shift = 0.5 if bg_lum < 0.5 else -0.5
         a, b = np.clip(a + shift, 0, 1), np.clip(b + shift, 0, 1)
     spot = 1.0 - (a + b) / 2  # contrasting spot
     return np.stack([a, b, spot]).astype(np.float32)  # (3, 3)
@@ -202,23 +186,28 @@ def _colors(rng: np.random.Generator, background: np.ndarray) -> np.ndarray:
 def make_content(spec: SyntheticSpec, split: str, index: int) -> VideoContent:
     """Draw the label-independent content of video ``index`` of ``split`` (deterministic)."""
     rng = _rng(spec, split, index)
-    t = spec.frames
-    background = _background(rng, spec.height, spec.width)
-    colors = _colors(rng, background)
+    t, side = spec.frames, spec.side
+    waves, amplitudes, mean = _background(rng, side)
+    colors = _colors(rng, mean)
     shape = np.concatenate([
-        [rng.uniform(0.15, 0.25), rng.uniform(0.15, 0.25), rng.uniform(0.0, 0.1)],  # a1, a2, a3
+        [rng.uniform(0.1, 0.2), rng.uniform(0.1, 0.15), rng.uniform(0.0, 0.05)],  # a1, a2, a3
         rng.uniform(0, 2 * math.pi, size=3),  # p1, p2, p3
         [rng.uniform(0.5, 1.0)],  # stripe wavelength (object radii)
     ])
-    spot = np.array([rng.uniform(0.3, 0.55), rng.uniform(-0.25, 0.25), rng.uniform(0.18, 0.28)])
+    spot = np.array([rng.uniform(0.3, 0.5), rng.uniform(-0.25, 0.25), rng.uniform(0.18, 0.28)])
     stripe_phase = float(rng.uniform(0, 2 * math.pi))
-    periods = spec.periods
-    z0 = rng.uniform(0.0, 1.0, size=NUM_VARS) * periods  # uniform on every circle
-    ranges = np.array(_RANGES) * np.array([spec.width, spec.height, 1.0, 1.0])
-    speed = ranges / t * rng.uniform(*_SPEED_JITTER, size=NUM_VARS) * spec.active  # (4,) per frame; 0 = static
+    place = np.array([rng.uniform(0, spec.width), rng.uniform(0, spec.height), rng.uniform(0, 2 * math.pi)])
+    # The background's variables start at 0: its field looks the same shifted or turned by any amount, so a
+    # random start would add nothing; with the angle at 0 a shift moves the scene along the screen axes, and
+    # with the offset at 0 a turn is about the frame centre. The log-scale must start
+    # uniformly on its circle so that the object's size in every frame is uniform.
+    z0 = np.array([0.0, 0.0, 0.0, rng.uniform(0, _SCALE_PERIOD)])
+    travel = np.array(_TRAVEL) * np.array([side, side, 1.0, _SCALE_PERIOD])
+    speed = travel / t * rng.uniform(*_SPEED_JITTER, size=NUM_VARS) * spec.active  # (4,) per frame; 0 = still
     grid = np.stack([rng.permutation(t) for _ in range(NUM_VARS)], axis=1)  # (T, 4)
-    values = np.mod(z0 + speed * (grid - (t - 1) / 2.0), periods)  # (T, 4)
-    return VideoContent(background, colors, shape, spot, stripe_phase, grid, values)
+    values = z0 + speed * (grid - (t - 1) / 2.0)  # (T, 4)
+    values[:, 3] = np.mod(values[:, 3], _SCALE_PERIOD)
+    return VideoContent(waves, amplitudes, mean, colors, shape, spot, stripe_phase, place, z0, grid, values)
 
 
 def row_order(content: VideoContent, label: int) -> np.ndarray:
@@ -229,8 +218,49 @@ def row_order(content: VideoContent, label: int) -> np.ndarray:
 
 
 def clip_states(content: VideoContent, label: int) -> np.ndarray:
-    """(T, 4) pose per time step (x px, y px, angle rad, log-scale) of the video shown as ``label``."""
-    return content.values[row_order(content, label)]
+    """(T, 4) pose per time step (bg x px, bg y px, bg angle rad, object log-scale) of the clip of ``label``.
+
+    The class variable moves at constant speed; the object's log-scale, when it is not the class variable,
+    takes its T values in the random row order; the background's other variables stay at their start.
+    """
+    var, _ = class_motion(label)
+    states = content.values[row_order(content, label)].copy()
+    for k in range(NUM_VARS):
+        if k != var and not _SHUFFLED[k]:
+            states[:, k] = content.z0[k]
+    return states
+
+
+def render_background(spec: SyntheticSpec, content: VideoContent, states: np.ndarray) -> np.ndarray:
+    """The background field under poses ``states`` (n, 4): float32 (n, H, W, 3).
+
+    Pixel p shows the field at ``c + R(-angle) (p - c) - offset`` (c: frame centre), i.e. the scene shifted by
+    the offset and turned by the angle about the centre.
+    """
+    h, w = spec.height, spec.width
+    n = states.shape[0]
+    fx, fy, phase = content.waves[:, 0], content.waves[:, 1], content.waves[:, 2]  # (K,) each
+    cx, cy = w / 2.0, h / 2.0
+    c, s = np.cos(states[:, 2])[:, None], np.sin(states[:, 2])[:, None]  # (n, 1)
+    # cos(2 pi f . q + phase) with q = c + R(-a)(p - c) - b = a linear function of p: per frame and wave,
+    # the rotated frequency (gx, gy) and a phase; the field is then cos(gx x' + gy y' + ph), x' = x - cx.
+    gx = 2 * math.pi * (fx * c - fy * s)  # (n, K)
+    gy = 2 * math.pi * (fx * s + fy * c)
+    bx, by = states[:, 0:1], states[:, 1:2]  # (n, 1)
+    ph = 2 * math.pi * (fx * (cx - bx) + fy * (cy - by)) + phase  # (n, K)
+    xs = np.arange(w) + 0.5 - cx  # (W,)
+    ys = np.arange(h) + 0.5 - cy  # (H,)
+    ax = gx[..., None] * xs + ph[..., None]  # (n, K, W)
+    ay = gy[..., None] * ys  # (n, K, H)
+    f32 = np.float32
+    cos_x, sin_x = np.cos(ax).astype(f32)[:, None], np.sin(ax).astype(f32)[:, None]  # (n, 1, K, W)
+    amp = content.amplitudes.T[None, :, None, :]  # (K, 3) -> (1, 3, 1, K)
+    cos_y = np.cos(ay).astype(f32).transpose(0, 2, 1)[:, None] * amp  # (n, K, H) -> (n, 1, H, K) -> (n, 3, H, K)
+    sin_y = np.sin(ay).astype(f32).transpose(0, 2, 1)[:, None] * amp
+    # cos(A + B) = cos A cos B - sin A sin B, summed over the K waves as two batched matrix products:
+    # (n, 3, H, K) @ (n, 1, K, W) -> (n, 3, H, W)
+    field = cos_y @ cos_x - sin_y @ sin_x
+    return field.transpose(0, 2, 3, 1) + content.mean  # (n, 3, H, W) -> (n, H, W, 3)
 
 
 def _harmonics(u: np.ndarray, v: np.ndarray, rho: np.ndarray, shape: np.ndarray) -> np.ndarray:
@@ -246,22 +276,25 @@ def _harmonics(u: np.ndarray, v: np.ndarray, rho: np.ndarray, shape: np.ndarray)
     return out
 
 
-def render_frames(spec: SyntheticSpec, content: VideoContent, states: np.ndarray) -> np.ndarray:
-    """Render poses ``states`` (n, 4) over the content's background: uint8 (n, H, W, 3)."""
+def render_object(spec: SyntheticSpec, content: VideoContent, log_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The object at log-scales ``log_scale`` (n,): colour float32 (n, H, W, 3) and coverage (n, H, W, 1).
+
+    The object sits at ``content.place``; the image is a torus for it (it wraps around the borders).
+    """
     h, w = spec.height, spec.width
-    n = states.shape[0]
+    n = log_scale.shape[0]
     f32 = np.float32
-    cx, cy, ang, logs = (states[:, i].astype(f32).reshape(n, 1, 1) for i in range(NUM_VARS))  # (n, 1, 1) each
+    cx, cy, ang = (f32(x) for x in content.place)
     ys = np.arange(h, dtype=f32).reshape(1, h, 1) + f32(0.5)  # (1, H, 1) pixel centres
     xs = np.arange(w, dtype=f32).reshape(1, 1, w) + f32(0.5)  # (1, 1, W)
-    dx = np.mod(xs - cx + f32(w / 2), f32(w)) - f32(w / 2)  # (n, 1, W) shortest offset on the torus
-    dy = np.mod(ys - cy + f32(h / 2), f32(h)) - f32(h / 2)  # (n, H, 1)
-    c, s = np.cos(ang), np.sin(ang)
-    u = c * dx + s * dy  # (n, H, W) object-frame coordinates (rotated by -angle)
-    v = c * dy - s * dx
-    radius = f32(_BASE_RADIUS * min(h, w)) * np.exp(logs)  # (n, 1, 1) pixels
+    dx = np.mod(xs - cx + f32(w / 2), f32(w)) - f32(w / 2)  # (1, 1, W) shortest offset on the torus
+    dy = np.mod(ys - cy + f32(h / 2), f32(h)) - f32(h / 2)  # (1, H, 1)
+    c, s = f32(math.cos(ang)), f32(math.sin(ang))
+    u = np.broadcast_to(c * dx + s * dy, (1, h, w))  # (1, H, W) object-frame coordinates (rotated by -angle)
+    v = np.broadcast_to(c * dy - s * dx, (1, h, w))
+    radius = f32(_BASE_RADIUS * spec.side) * np.exp(log_scale.astype(f32)).reshape(n, 1, 1)  # (n, 1, 1) pixels
     rho = np.sqrt(u * u + v * v)
-    edge = radius * _harmonics(u, v, rho, content.shape)
+    edge = radius * _harmonics(u, v, rho, content.shape)  # (n, H, W)
     alpha = np.clip(edge - rho + f32(0.5), 0.0, 1.0)[..., None]  # (n, H, W, 1) anti-aliased coverage
     stripe = f32(0.5) + f32(0.5) * np.cos(u * (f32(2 * math.pi / content.shape[6]) / radius) + f32(content.stripe_phase))
     col_a, col_b, col_spot = content.colors
@@ -270,8 +303,15 @@ def render_frames(spec: SyntheticSpec, content: VideoContent, states: np.ndarray
     du, dv = u - su * radius, v - sv * radius
     spot_alpha = np.clip(sr * radius - np.sqrt(du * du + dv * dv) + f32(0.5), 0.0, 1.0)[..., None]
     obj += spot_alpha * (col_spot - obj)
-    frames = content.background[None] + alpha * (obj - content.background[None])  # (n, H, W, 3)
-    return np.clip(frames * f32(255.0) + f32(0.5), 0, 255).astype(np.uint8)
+    return obj, alpha
+
+
+def render_frames(spec: SyntheticSpec, content: VideoContent, states: np.ndarray) -> np.ndarray:
+    """Render poses ``states`` (n, 4): uint8 (n, H, W, 3)."""
+    background = render_background(spec, content, states)
+    obj, alpha = render_object(spec, content, states[:, 3])
+    frames = background + alpha * (obj - background)  # (n, H, W, 3)
+    return np.clip(frames * np.float32(255.0) + np.float32(0.5), 0, 255).astype(np.uint8)
 
 
 def render_clip(spec: SyntheticSpec, split: str, index: int, label: Optional[int] = None,

@@ -1,10 +1,11 @@
 """Synthetic motion benchmark: determinism, motion semantics, and the proof that single frames carry no class.
 
-The generator's claims are checked three ways: by construction (the frames of a video are literally the
-same multiset under every label, so an order-blind TSN gives identical outputs), statistically (per-frame
-pose and per-frame random-conv-net features at every time step do not depend on the class, with a positive
-control showing that the same test catches a naive generator), and geometrically (the named direction of
-every class is the direction the object really moves on screen, measured on rendered pixels).
+The generator's claims are checked three ways: by construction (the two classes of a pair show literally
+the same frames in reverse order, so an order-blind TSN gives identical outputs), statistically (the wave
+parameters a frame shows, and per-frame colour, object and random-conv-net features, at every time step do
+not depend on the class, with positive controls showing that the same tests catch a naive generator), and
+geometrically (every class moves the scene on screen the way its name says, measured on rendered pixels by
+block matching).
 """
 import math
 
@@ -16,7 +17,7 @@ from rsanet.config import load_config
 from rsanet.data.records import VideoRecord
 from rsanet.data.synthetic import (CLASS_NAMES, SyntheticDecoder, SyntheticSpec, build_synthetic, class_motion,
                                    clip_states, make_content, render_background, render_clip, render_frames,
-                                   render_object, row_order, video_label)
+                                   render_object, video_label)
 
 SPEC = SyntheticSpec(seed=3, frames=8, height=32, width=32, num_classes=8)
 
@@ -84,13 +85,6 @@ def test_the_two_classes_of_a_pair_show_the_same_frames_in_reverse_order(index):
     for c in range(0, SPEC.num_classes, 2):  # (left, right), (up, down), (cw, ccw), (approaching, receding)
         np.testing.assert_array_equal(clips[c], clips[c + 1][::-1])
         assert len(set(_frame_multiset(clips[c]))) == SPEC.frames  # and the frames are all different
-    # the object shows the same T sizes under every label (in another order)
-    content = make_content(SPEC, "train", index)
-    sizes = [np.sort(clip_states(content, c)[:, 3]) for c in range(SPEC.num_classes)]
-    for c in range(1, SPEC.num_classes):
-        np.testing.assert_array_equal(sizes[c], sizes[0])
-    # approaching/receding keep the background still: those clips differ from each other only in order
-    assert _frame_multiset(clips[6]) == _frame_multiset(clips[7])
 
 
 def _frames_to_input(clip: np.ndarray) -> torch.Tensor:
@@ -130,25 +124,43 @@ def _uniformity_ks(samples: np.ndarray, period: float) -> float:
     return float(max(np.max(np.arange(1, n + 1) / n - u), np.max(u - np.arange(n) / n)))
 
 
-def test_object_size_of_every_frame_is_uniform_for_every_class_and_time_step():
-    """The log-scale of frame t of class c is uniform on its circle (KS test, Bonferroni over 64 tests)."""
-    from rsanet.data.synthetic import _SCALE_PERIOD
+def _screen_waves(content, states):
+    """Parameters of the scene's waves as frame t shows them, (n, K) each: log-frequency (mod P), direction
+    on screen (mod 2 pi) and phase at the frame centre (mod 2 pi); see render_background's formula."""
+    from rsanet.data.synthetic import _LOG_PERIOD
+
+    log_f = content.log_freqs[None] - states[:, 3:4]
+    m = 2 * math.pi * np.exp(np.mod(log_f, _LOG_PERIOD)) / 32
+    phase = content.phases[None] - m * (np.cos(content.directions) * states[:, 0:1]
+                                        + np.sin(content.directions) * states[:, 1:2])
+    return np.mod(log_f, _LOG_PERIOD), np.mod(content.directions[None] + states[:, 2:3], 2 * math.pi), phase
+
+
+def test_the_waves_of_every_frame_are_uniform_for_every_class_and_time_step():
+    """What a frame shows of the scene (every wave's log-frequency, direction and phase) is uniform on its
+    circle whatever the class and the time step (KS tests, Bonferroni over 8 x 8 x 3 = 192 tests)."""
+    from rsanet.data.synthetic import _LOG_PERIOD
 
     n = 200  # videos per class
     spec = SyntheticSpec(seed=11, frames=8, height=32, width=32, num_classes=8)
-    sizes = np.zeros((8, n, spec.frames))
+    waves = np.zeros((3, 8, n, spec.frames))  # (quantity, class, video, time) of wave 0
     for c in range(8):
         for j in range(n):
             index = c + 8 * j  # the videos whose label is c
             assert video_label(spec, index) == c
-            sizes[c, j] = clip_states(make_content(spec, "train", index), c)[:, 3]
-    crit = math.sqrt(-math.log(1e-3 / 2) / (2 * n))  # P(KS > crit) <= 1e-3 per test (DKW)
-    worst = max(_uniformity_ks(sizes[c, :, t], _SCALE_PERIOD) for c in range(8) for t in range(spec.frames))
+            content = make_content(spec, "train", index)
+            for q, values in enumerate(_screen_waves(content, clip_states(content, c))):
+                waves[q, c, j] = values[:, 0]
+    periods = (_LOG_PERIOD, 2 * math.pi, 2 * math.pi)
+    crit = math.sqrt(-math.log(1e-3 / 2 / 3) / (2 * n))  # P(KS > crit) <= 1e-3 / 3 per test (DKW)
+    worst = max(_uniformity_ks(waves[q, c, :, t], periods[q]) for q in range(3) for c in range(8)
+                for t in range(spec.frames))
     assert worst < crit
-    # power check: a generator whose log-scale starts at 0 instead of a random point of the circle fails
-    content = [make_content(spec, "train", 6 + 8 * j) for j in range(n)]
-    naive_first = np.array([c.values[np.argmin(c.grid[:, 3]), 3] - c.z0[3] for c in content])  # mod in the KS
-    assert _uniformity_ks(naive_first, _SCALE_PERIOD) > crit
+    # power check: a generator whose waves all start at log-frequency 0 shows the zoom state in every frame
+    naive = np.array([_screen_waves(make_content(spec, "train", 6 + 8 * j), clip_states(make_content(
+        spec, "train", 6 + 8 * j), 6))[0][0, 0] - make_content(spec, "train", 6 + 8 * j).log_freqs[0]
+        for j in range(n)])
+    assert _uniformity_ks(naive, _LOG_PERIOD) > crit
 
 
 def _random_features(frames: np.ndarray) -> np.ndarray:
@@ -199,6 +211,8 @@ def test_frame_pixels_at_every_time_step_do_not_depend_on_the_class():
     are compared on the same videos: for each time step, class and statistic, the paired difference to the
     mean over classes must have zero mean (z test, Bonferroni over 8 x 8 x 75 = 4.8e3 tests).
     """
+    from rsanet.data.synthetic import _LOG_PERIOD
+
     n = 128
     spec = SyntheticSpec(seed=12, frames=8, height=32, width=32, num_classes=8)
     frames = np.zeros((8, n, spec.frames, 32, 32, 3), np.uint8)
@@ -211,15 +225,14 @@ def test_frame_pixels_at_every_time_step_do_not_depend_on_the_class():
     for t in range(spec.frames):
         stats = _frame_statistics(frames[:, :, t].reshape(-1, 32, 32, 3), bgs[:, :, t].reshape(-1, 32, 32, 3))
         assert _max_paired_z(stats.reshape(8, n, -1)) < z_bound, f"time step {t}"  # (C*n, S) -> (C, n, S)
-    # positive control: the same test catches a generator whose first frame of "object approaching" shows
-    # the object at its smallest size and that of "object receding" at its largest
+    # positive control: the same test catches a generator whose waves all start at the middle of the
+    # log-frequency circle, so that the first frame of "approaching" is fine-grained, that of "receding" coarse
     biased = np.zeros((8, n, 75))
     for i in range(n):
         content = make_content(spec, "val", i)
+        content.log_freqs[:] = _LOG_PERIOD / 2
         for c in range(8):
-            state = clip_states(content, c)[:1].copy()
-            if c in (6, 7):
-                state[0, 3] = content.values[:, 3].min() if c == 6 else content.values[:, 3].max()
+            state = clip_states(content, c)[:1]
             biased[c, i] = _frame_statistics(*_render_with_background(spec, content, state))[0]
     assert _max_paired_z(biased) > 2 * z_bound
 
@@ -231,15 +244,10 @@ def test_the_class_variable_moves_at_constant_speed():
         var, direction = class_motion(c)
         states = clip_states(content, c)
         steps = np.diff(states[:, var])
-        if var == 3:  # the log-scale wraps around its circle once in a while
-            from rsanet.data.synthetic import _SCALE_PERIOD
-            steps = (steps + _SCALE_PERIOD / 2) % _SCALE_PERIOD - _SCALE_PERIOD / 2
         assert np.all(np.sign(steps) == direction) and np.ptp(steps) < 1e-9
-        for k in range(3):  # the background's other variables stay still
-            if k != var:
-                assert np.ptp(states[:, k]) == 0.0
-        if var != 3:  # the object's size is shuffled: it visits all T grid values
-            assert sorted(content.grid[row_order(content, c), 3]) == list(range(SPEC.frames))
+        assert abs(states[:, var].mean()) < 1e-9  # centred on the still pose at mid-clip
+        others = [k for k in range(4) if k != var]
+        assert np.all(states[:, others] == 0.0)  # everything else stays still
 
 
 def _background_only(spec, content, bx=0.0, by=0.0, angle=0.0):
@@ -264,12 +272,31 @@ def test_named_directions_are_the_directions_seen_on_screen():
     assert class_motion(names["background rotating counter-clockwise"]) == (2, -1)
     quarter = _background_only(spec, content, angle=math.pi / 2)
     np.testing.assert_allclose(quarter, np.rot90(base, k=-1, axes=(0, 1)), atol=1e-4)
-    # "approaching": a growing log-scale grows the object's area by exp(2 * step)
-    assert class_motion(names["object approaching"]) == (3, 1)
-    assert class_motion(names["object receding"]) == (3, -1)
-    _, small = render_object(spec, content, np.array([0.1]))
-    _, large = render_object(spec, content, np.array([0.4]))
-    assert large.sum() / small.sum() == pytest.approx(math.exp(2 * 0.3), rel=0.05)
+    assert class_motion(names["background approaching"]) == (3, 1)
+    assert class_motion(names["background receding"]) == (3, -1)
+    # zooming in by ln 2 doubles the scene about the centre. With every wave placed symmetrically about the
+    # window's peak the window is the same before and after, so the zoomed frame must equal the frame
+    # magnified 2x (bilinear interpolation, accurate to ~0.03 for these wavelengths); zooming out must not.
+    from rsanet.data.synthetic import _LOG_PERIOD
+
+    content.log_freqs[:] = (_LOG_PERIOD + math.log(2.0)) / 2
+    magnified = _zoom_about_centre(_background_only(spec, content), 2.0)[8:24, 8:24]
+    zoom_in = render_background(spec, content, np.array([[0.0, 0.0, 0.0, math.log(2.0)]]))[0][8:24, 8:24]
+    zoom_out = render_background(spec, content, np.array([[0.0, 0.0, 0.0, -math.log(2.0)]]))[0][8:24, 8:24]
+    assert np.abs(zoom_in - magnified).max() < 0.05
+    assert np.abs(zoom_out - magnified).max() > 0.2
+
+
+def _zoom_about_centre(image, factor):
+    """image (H, W, 3) magnified ``factor`` times about its centre (bilinear interpolation)."""
+    h, w, _ = image.shape
+    ys = (np.arange(h) + 0.5 - h / 2) / factor + h / 2 - 0.5
+    xs = (np.arange(w) + 0.5 - w / 2) / factor + w / 2 - 0.5
+    y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
+    fy, fx = (ys - y0)[:, None, None], (xs - x0)[None, :, None]
+    a, b = image[y0][:, x0], image[y0][:, x0 + 1]
+    c, d = image[y0 + 1][:, x0], image[y0 + 1][:, x0 + 1]
+    return (1 - fy) * ((1 - fx) * a + fx * b) + fy * ((1 - fx) * c + fx * d)
 
 
 def _displacement(prev, nxt, y0, x0, size, reach):
@@ -282,13 +309,14 @@ def _displacement(prev, nxt, y0, x0, size, reach):
 
 
 def test_clips_move_on_screen_as_their_class_names_say():
-    """Block matching on the rendered background of real clips (not the renderer's own parameters): the
-    translation classes move the scene along the named screen axis, the rotations turn it the named way."""
+    """Block matching on the rendered scene of real clips (not the renderer's own parameters): translations
+    move the scene along the named screen axis, rotations turn it the named way, and approaching makes the
+    scene flow outwards from the centre (receding: inwards)."""
     spec = SyntheticSpec(seed=3, frames=8, height=64, width=64, num_classes=8)
     expected = {0: (-1, 0), 1: (1, 0), 2: (0, -1), 3: (0, 1)}  # class -> sign of (dx, dy); image y points down
     for index in range(3):
         content = make_content(spec, "train", index)
-        for label in range(6):
+        for label in range(8):
             gray = render_background(spec, content, clip_states(content, label)).mean(-1)  # (T, H, W)
             pairs = list(zip(gray[:-1], gray[1:]))
             if label in expected:
@@ -297,21 +325,26 @@ def test_clips_move_on_screen_as_their_class_names_say():
                     along = int(np.abs(expected[label]).argmax())  # the named axis; the other one stays still
                     assert shift[along] * sum(expected[label]) >= 3 and abs(shift[1 - along]) <= 1, \
                         (CLASS_NAMES[label], index, shift)
-            else:  # clockwise on screen: the top moves right, the right side down, the bottom left, the left up
-                tangential = 0
-                for prev, nxt in pairs:
-                    top, right = _displacement(prev, nxt, 6, 26, 12, 6), _displacement(prev, nxt, 26, 46, 12, 6)
-                    bottom, left = _displacement(prev, nxt, 46, 26, 12, 6), _displacement(prev, nxt, 26, 6, 12, 6)
-                    tangential += top[0] + right[1] - bottom[0] - left[1]
-                sign = 1 if CLASS_NAMES[label] == "background rotating clockwise" else -1
-                assert sign * tangential > 2 * len(pairs), (CLASS_NAMES[label], index, tangential)
+                continue
+            # windows above, right of, below and left of the centre; tangential = clockwise on screen (the
+            # top moves right, the right side down, ...), radial = outwards (the top moves up, ...)
+            tangential = radial = 0
+            for prev, nxt in pairs:
+                top, right = _displacement(prev, nxt, 6, 26, 12, 6), _displacement(prev, nxt, 26, 46, 12, 6)
+                bottom, left = _displacement(prev, nxt, 46, 26, 12, 6), _displacement(prev, nxt, 26, 6, 12, 6)
+                tangential += top[0] + right[1] - bottom[0] - left[1]
+                radial += -top[1] + right[0] + bottom[1] - left[0]
+            flow, other = (tangential, radial) if label in (4, 5) else (radial, tangential)
+            sign = 1 if label in (4, 6) else -1  # clockwise, approaching
+            assert sign * flow > 2 * len(pairs) and abs(other) < abs(flow) / 2, \
+                (CLASS_NAMES[label], index, tangential, radial)
 
 
 def test_unused_pose_variables_stay_still():
     spec = SyntheticSpec(seed=1, frames=8, height=32, width=32, num_classes=2)  # left vs right only
     for index in range(4):
         states = clip_states(make_content(spec, "train", index), video_label(spec, index))
-        assert np.ptp(states[:, 1:], axis=0).max() == 0.0  # no tilt, no turn, constant object size
+        assert np.ptp(states[:, 1:], axis=0).max() == 0.0  # no tilt, no turn, no zoom
         assert np.ptp(states[:, 0]) > 0
 
 
@@ -319,9 +352,9 @@ def test_the_object_wraps_around_the_borders():
     """The object lives on a torus: placed on the left edge, it shows on both sides with its full area."""
     spec = SyntheticSpec(seed=0, frames=8, height=32, width=32, num_classes=8)
     content = make_content(spec, "train", 0)
-    content.place = np.array([16.0, 16.0, 0.3])
-    _, inside = render_object(spec, content, np.array([0.3]))
-    content.place = np.array([0.0, 16.0, 0.3])
-    _, edge = render_object(spec, content, np.array([0.3]))
+    content.place = np.array([16.0, 16.0, 0.3, 6.0])
+    _, inside = render_object(spec, content)
+    content.place = np.array([0.0, 16.0, 0.3, 6.0])
+    _, edge = render_object(spec, content)
     assert edge[0, :, :4].sum() > 1 and edge[0, :, -4:].sum() > 1
     assert edge.sum() == pytest.approx(inside.sum(), rel=0.02)

@@ -1,37 +1,36 @@
 """Built-in synthetic motion benchmark: procedurally generated clips whose classes differ only in motion.
 
-A video shows a random textured scene and, in front of it, one random object (asymmetric shape, random
-colours, internal stripes and a spot) at a random place. The eight classes are
+A video shows a random textured scene and, in front of it, one random still object (asymmetric shape,
+random colours, internal stripes and a spot). The camera moves; the eight classes are
 
-    background moving left / right / up / down   (the scene translates; the camera pans or tilts)
-    background rotating clockwise / counter-clockwise   (the scene turns about the frame centre; camera roll)
-    object approaching / receding   (the object grows / shrinks; its size wraps from largest to smallest)
+    background moving left / right / up / down          (the camera pans or tilts)
+    background rotating clockwise / counter-clockwise   (the camera rolls about the frame centre)
+    background approaching / receding                   (the camera zooms in / out about the frame centre)
 
-Four pose variables describe a frame: the background's x and y offsets, its rotation angle about the
-frame centre, and the object's log-scale. A class makes one variable move at constant speed, in one
-direction, over the whole clip. Everything else is drawn from ``(seed, split, index)`` only, never from the
-label, so that **a single frame carries no information about the class**:
+Four pose variables describe a frame: the scene's x and y offsets, its angle, and its log-zoom. A class
+moves one of them at constant speed, in one direction, over the whole clip; the others stay at 0.
+Everything else is drawn from ``(seed, split, index)`` only, never from the label, and a **single frame
+carries no information about the pose**, hence none about the class:
 
-* The background is a stationary and isotropic random field (a sum of sinusoids with uniformly random
-  directions and phases). Shifted by any offset or turned by any angle it has exactly the same
-  distribution, so a frame tells nothing about where the background is or how far it has turned.
-* The object's log-scale lives on a circle; its grid of ``T`` values ``z0 + v * (j - (T - 1) / 2)`` starts at
-  a uniformly random ``z0``, so its size in frame ``t`` is uniform on the circle whatever the class. When
-  the class is not about size, the object shows the *same* ``T`` sizes in a uniformly random order (it
-  flickers), so the set of sizes in a clip is also the same under every label.
-* The object's place, orientation, shape and colours, and the background's pattern, are fixed per video.
+* The scene is a random field: a sum of ``K`` sinusoids with uniformly random directions and phases, so a
+  shifted or turned scene has exactly the same distribution as the original.
+* Zoom uses a "Shepard" construction: the log-frequency of every sinusoid lives on a circle of period
+  ``P`` (frequencies from ``1`` to ``e^P`` cycles per frame side) with a uniformly random start, and its
+  amplitude is a raised-cosine window of that log-frequency that is 0 where the circle wraps. Zooming in by
+  ``z`` lowers every log-frequency by ``z`` (modulo ``P``): waves grow, fade out at the bottom of the range and
+  fade in at the top, so the scene can zoom for ever and every zoom state has the same distribution.
+* The object's place, size, orientation, shape and colours are fixed per video.
 
 Hence (proved in ``tests/test_synthetic.py``): every frame has the same distribution under every class at
 every time step, whatever frame sampler is used; a clip and its time reversal are the two classes of a
 pair (left/right, up/down, clockwise/counter-clockwise, approaching/receding), so each pair shows exactly
-the same frames in opposite orders; and the object looks exactly the same set of ways under every label.
-A frame-averaging model (TSN with 2D convolutions) is therefore at chance by construction. The only
-thing that differs between clips of different pairs is how *consecutive* frames relate: motion.
+the same frames in opposite orders. A frame-averaging model (TSN with 2D convolutions) is therefore at
+chance by construction; the only thing that differs between classes is how *consecutive* frames relate.
 
-``synthetic_classes: K`` keeps the first K classes; pose variables that none of them uses stay still
-(``K = 2`` is background moving left vs right). Splits ``train``, ``val`` and ``test`` are independent random
-streams of the same distribution (``test`` is its own held-out set of ``data.val_size`` clips). Nothing is
-written to disk: a record's path is ``synthetic://<split>/<index>``, and frames are rendered on request.
+``synthetic_classes: K`` keeps the first K classes (``K = 2`` is background moving left vs right). Splits
+``train``, ``val`` and ``test`` are independent random streams of the same distribution (``test`` is its own
+held-out set of ``data.val_size`` clips). Nothing is written to disk: a record's path is
+``synthetic://<split>/<index>``, and frames are rendered on request.
 """
 from __future__ import annotations
 
@@ -45,36 +44,33 @@ import numpy as np
 from rsanet.data.records import VideoRecord
 
 __all__ = ["CLASS_NAMES", "NUM_VARS", "SPLITS", "SyntheticSpec", "SyntheticDecoder", "VideoContent",
-           "build_synthetic", "class_motion", "make_content", "row_order", "clip_states", "render_background",
-           "render_object", "render_frames", "render_clip", "video_label"]
+           "build_synthetic", "class_motion", "make_content", "clip_states", "render_background", "render_object",
+           "render_frames", "render_clip", "video_label"]
 
 # Class names in label order; ``synthetic_classes: K`` keeps the first K.
 CLASS_NAMES = (
     "background moving left", "background moving right", "background moving up", "background moving down",
-    "background rotating clockwise", "background rotating counter-clockwise", "object approaching",
-    "object receding",
+    "background rotating clockwise", "background rotating counter-clockwise", "background approaching",
+    "background receding",
 )
-# (pose variable, direction) per class. Variables: 0 = background x offset (content moves right when it
-# grows), 1 = background y offset (down when it grows: image rows), 2 = background angle about the frame
-# centre (clockwise on screen when it grows, since image y points down), 3 = object log-scale (grows).
+# (pose variable, direction) per class. Variables: 0 = x offset (the scene moves right when it grows), 1 = y
+# offset (down when it grows: image rows), 2 = angle (clockwise on screen when it grows, since image y points
+# down), 3 = log-zoom (the scene grows, i.e. approaches, when it grows).
 _MOTIONS = ((0, -1), (0, 1), (1, -1), (1, 1), (2, 1), (2, -1), (3, 1), (3, -1))
 NUM_VARS = 4
-# Non-class variables that a single frame shows (the object's size) are shuffled; the background's pose
-# cannot be seen in a single frame, so its non-class variables simply stay still.
-_SHUFFLED = (False, False, False, True)
 SPLITS = {"train": 0, "val": 1, "test": 2}  # split name -> seed stream; test is its own stream
 _PATH = re.compile(r"^synthetic://(train|val|test)/(\d+)$")
 
-# Appearance and motion (lengths are fractions of min(H, W) unless said otherwise).
-_BASE_RADIUS = 0.13  # object radius at the smallest size
-_SCALE_PERIOD = math.log(2.8)  # log-scale circle: the radius goes from 1x to 2.8x, then wraps back to 1x
-# Travel of each pose variable over a clip (and the span its values cover when shuffled): background
-# offset (fraction of the frame), background angle (radians), object log-scale (fraction of its period).
-_TRAVEL = (0.7, 0.7, 1.6, 0.9)
-_SPEED_JITTER = (0.75, 1.25)  # per-video factor on every travel
-_BG_WAVES = 12  # sinusoids of the background field
-_BG_CYCLES = (1.0, 4.0)  # their spatial frequencies, in cycles per frame side (log-uniform)
-_BG_CONTRAST = (0.15, 0.25)  # standard deviation of the background's brightness
+# Motion: travel of each pose variable over a clip, as offsets in fractions of min(H, W), the angle in
+# radians and the log-zoom in natural-log units (1.6 = the scene grows 5x over the clip).
+_TRAVEL = (0.7, 0.7, 1.6, 1.6)
+_SPEED_JITTER = (0.75, 1.25)  # per-video factor on the travel
+# Scene: K sinusoids whose log-frequencies live on a circle of period _LOG_PERIOD, starting at 1 cycle per
+# frame side (so they span 1 to e^P = 6 cycles per side), with a raised-cosine amplitude window on the circle.
+_BG_WAVES = 16
+_LOG_PERIOD = math.log(6.0)
+_BG_CONTRAST = (0.15, 0.25)  # standard deviation of the scene's brightness
+_OBJECT_RADIUS = (0.12, 0.22)  # object radius, fraction of min(H, W)
 
 
 def class_motion(label: int) -> tuple[int, int]:
@@ -114,14 +110,6 @@ class SyntheticSpec:
         return list(CLASS_NAMES[: self.num_classes])
 
     @property
-    def active(self) -> np.ndarray:
-        """(4,) bool: the pose variables that some class of this spec is defined by (the others stay still)."""
-        act = np.zeros(NUM_VARS, dtype=bool)
-        for var, _ in _MOTIONS[: self.num_classes]:
-            act[var] = True
-        return act
-
-    @property
     def side(self) -> int:
         return min(self.height, self.width)
 
@@ -133,19 +121,20 @@ def video_label(spec: SyntheticSpec, index: int) -> int:
 
 @dataclass
 class VideoContent:
-    """Label-independent content of one video: scene, object, and the T rows of pose values."""
+    """Label-independent content of one video: scene, object, and the speed of the camera."""
 
-    waves: np.ndarray  # (K, 4) float64: background sinusoids: frequency x, frequency y (cycles/px), phase, -
-    amplitudes: np.ndarray  # (K, 3) float32: RGB amplitude of each sinusoid
-    mean: np.ndarray  # (3,) float32: background mean colour
+    directions: np.ndarray  # (K,) float64: direction of every scene sinusoid (radians)
+    log_freqs: np.ndarray  # (K,) float64: their log-frequency at zoom 0, on the circle [0, P)
+    phases: np.ndarray  # (K,) float64: their phase at the frame centre
+    amplitudes: np.ndarray  # (K, 3) float32: RGB amplitude of each sinusoid at the top of its window
+    mean: np.ndarray  # (3,) float32: scene mean colour
     colors: np.ndarray  # (3, 3) float32: object stripe colour A, stripe colour B, spot colour
     shape: np.ndarray  # (7,) a1, a2, a3 harmonic amplitudes, p1, p2, p3 phases, stripe wavelength (radii)
     spot: np.ndarray  # (3,) spot centre u, v and radius, in units of the object radius
     stripe_phase: float  # phase of the object's stripes
-    place: np.ndarray  # (3,) object centre x, y (pixels) and orientation (radians)
-    z0: np.ndarray  # (4,) start of every pose variable's grid (the still value of unused variables)
-    grid: np.ndarray  # (T, 4) int: grid index of every variable in every row (independent permutations)
-    values: np.ndarray  # (T, 4) float64: pose of every row (bg x px, bg y px, bg angle rad, object log-scale)
+    place: np.ndarray  # (4,) object centre x, y (pixels), orientation (radians), radius (pixels)
+    speed: np.ndarray  # (4,) per-frame step of every pose variable when it is the class variable
+    frames: int  # T
 
 
 def _rng(spec: SyntheticSpec, split: str, index: int) -> np.random.Generator:
@@ -156,18 +145,9 @@ def _rng(spec: SyntheticSpec, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(spec.seed) & 0xFFFFFFFF, SPLITS[split], int(index)]))
 
 
-def _background(rng: np.random.Generator, side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Stationary, isotropic random field: K sinusoids with uniform directions and phases, log-uniform
-    frequencies, mostly-grey amplitudes (a little colour). Returns waves (K, 4), amplitudes (K, 3), mean (3,)."""
-    k = _BG_WAVES
-    cycles = np.exp(rng.uniform(*np.log(_BG_CYCLES), size=k)) / side  # cycles per pixel
-    direction = rng.uniform(0, 2 * math.pi, size=k)
-    waves = np.stack([cycles * np.cos(direction), cycles * np.sin(direction), rng.uniform(0, 2 * math.pi, size=k),
-                      np.zeros(k)], axis=1)  # (K, 4)
-    amp = rng.normal(size=(k, 1)) + 0.35 * rng.normal(size=(k, 3))  # (K, 3): grey plus some colour
-    amp *= rng.uniform(*_BG_CONTRAST) / math.sqrt(float((amp ** 2).sum(0).mean()) / 2)  # brightness std
-    mean = rng.uniform(0.3, 0.7, size=3)
-    return waves, amp.astype(np.float32), mean.astype(np.float32)
+def _window(log_freq: np.ndarray) -> np.ndarray:
+    """Raised-cosine amplitude window on the log-frequency circle: 0 where it wraps, 1 in the middle."""
+    return 0.5 - 0.5 * np.cos(2 * math.pi * np.mod(log_freq, _LOG_PERIOD) / _LOG_PERIOD)
 
 
 def _colors(rng: np.random.Generator, background_mean: np.ndarray) -> np.ndarray:
@@ -186,8 +166,14 @@ def _colors(rng: np.random.Generator, background_mean: np.ndarray) -> np.ndarray
 def make_content(spec: SyntheticSpec, split: str, index: int) -> VideoContent:
     """Draw the label-independent content of video ``index`` of ``split`` (deterministic)."""
     rng = _rng(spec, split, index)
-    t, side = spec.frames, spec.side
-    waves, amplitudes, mean = _background(rng, side)
+    k, side = _BG_WAVES, spec.side
+    directions = rng.uniform(0, 2 * math.pi, size=k)
+    log_freqs = rng.uniform(0, _LOG_PERIOD, size=k)  # uniform on the circle: every zoom state looks alike
+    phases = rng.uniform(0, 2 * math.pi, size=k)
+    amp = rng.normal(size=(k, 1)) + 0.35 * rng.normal(size=(k, 3))  # (K, 3): grey plus some colour
+    # brightness std: sum over waves of amp^2 * E[window^2] / 2, with E[window^2] = 3/8 on the circle
+    amp *= rng.uniform(*_BG_CONTRAST) / math.sqrt(float((amp ** 2).sum(0).mean()) * 3 / 16)
+    mean = rng.uniform(0.3, 0.7, size=3).astype(np.float32)
     colors = _colors(rng, mean)
     shape = np.concatenate([
         [rng.uniform(0.1, 0.2), rng.uniform(0.1, 0.15), rng.uniform(0.0, 0.05)],  # a1, a2, a3
@@ -196,65 +182,52 @@ def make_content(spec: SyntheticSpec, split: str, index: int) -> VideoContent:
     ])
     spot = np.array([rng.uniform(0.3, 0.5), rng.uniform(-0.25, 0.25), rng.uniform(0.18, 0.28)])
     stripe_phase = float(rng.uniform(0, 2 * math.pi))
-    place = np.array([rng.uniform(0, spec.width), rng.uniform(0, spec.height), rng.uniform(0, 2 * math.pi)])
-    # The background's variables start at 0: its field looks the same shifted or turned by any amount, so a
-    # random start would add nothing; with the angle at 0 a shift moves the scene along the screen axes, and
-    # with the offset at 0 a turn is about the frame centre. The log-scale must start
-    # uniformly on its circle so that the object's size in every frame is uniform.
-    z0 = np.array([0.0, 0.0, 0.0, rng.uniform(0, _SCALE_PERIOD)])
-    travel = np.array(_TRAVEL) * np.array([side, side, 1.0, _SCALE_PERIOD])
-    speed = travel / t * rng.uniform(*_SPEED_JITTER, size=NUM_VARS) * spec.active  # (4,) per frame; 0 = still
-    grid = np.stack([rng.permutation(t) for _ in range(NUM_VARS)], axis=1)  # (T, 4)
-    values = z0 + speed * (grid - (t - 1) / 2.0)  # (T, 4)
-    values[:, 3] = np.mod(values[:, 3], _SCALE_PERIOD)
-    return VideoContent(waves, amplitudes, mean, colors, shape, spot, stripe_phase, place, z0, grid, values)
-
-
-def row_order(content: VideoContent, label: int) -> np.ndarray:
-    """(T,) row shown at each time step for ``label``: rows sorted by the class variable's grid index."""
-    var, direction = class_motion(label)
-    order = np.argsort(content.grid[:, var], kind="stable")  # row with grid index 0, 1, ...
-    return order if direction > 0 else order[::-1].copy()
+    place = np.array([rng.uniform(0, spec.width), rng.uniform(0, spec.height), rng.uniform(0, 2 * math.pi),
+                      rng.uniform(*_OBJECT_RADIUS) * side])
+    travel = np.array(_TRAVEL) * np.array([side, side, 1.0, 1.0])
+    speed = travel / spec.frames * rng.uniform(*_SPEED_JITTER)  # (4,) per frame
+    return VideoContent(directions, log_freqs, phases, amp.astype(np.float32), mean, colors, shape, spot,
+                        stripe_phase, place, speed, spec.frames)
 
 
 def clip_states(content: VideoContent, label: int) -> np.ndarray:
-    """(T, 4) pose per time step (bg x px, bg y px, bg angle rad, object log-scale) of the clip of ``label``.
+    """(T, 4) pose per time step (x px, y px, angle rad, log-zoom) of the clip of ``label``.
 
-    The class variable moves at constant speed; the object's log-scale, when it is not the class variable,
-    takes its T values in the random row order; the background's other variables stay at their start.
+    The class variable moves at constant speed in the class's direction, centred on 0 at mid-clip; the
+    other variables stay at 0. The clip of the other class of a pair is this one reversed in time.
     """
-    var, _ = class_motion(label)
-    states = content.values[row_order(content, label)].copy()
-    for k in range(NUM_VARS):
-        if k != var and not _SHUFFLED[k]:
-            states[:, k] = content.z0[k]
+    var, direction = class_motion(label)
+    frames = content.frames
+    states = np.zeros((frames, NUM_VARS))
+    states[:, var] = direction * content.speed[var] * (np.arange(frames) - (frames - 1) / 2.0)
     return states
 
 
 def render_background(spec: SyntheticSpec, content: VideoContent, states: np.ndarray) -> np.ndarray:
-    """The background field under poses ``states`` (n, 4): float32 (n, H, W, 3).
+    """The scene under poses ``states`` (n, 4): float32 (n, H, W, 3).
 
-    Pixel p shows the field at ``c + R(-angle) (p - c) - offset`` (c: frame centre), i.e. the scene shifted by
-    the offset and turned by the angle about the centre.
+    Wave k at zoom z has log-frequency u = (u0_k - z) mod P, i.e. frequency m = e^u / side cycles per pixel,
+    amplitude A_k window(u), and direction d_k; pixel p shows
+    sum_k A_k window(u) cos(2 pi m d_k . (R(-angle) (p - c) - offset) + phase_k), c the frame centre. So the
+    offset shifts the scene on screen (at angle 0), the angle turns it about c, and the zoom scales it about c.
     """
     h, w = spec.height, spec.width
-    n = states.shape[0]
-    fx, fy, phase = content.waves[:, 0], content.waves[:, 1], content.waves[:, 2]  # (K,) each
-    cx, cy = w / 2.0, h / 2.0
-    c, s = np.cos(states[:, 2])[:, None], np.sin(states[:, 2])[:, None]  # (n, 1)
-    # cos(2 pi f . q + phase) with q = c + R(-a)(p - c) - b = a linear function of p: per frame and wave,
-    # the rotated frequency (gx, gy) and a phase; the field is then cos(gx x' + gy y' + ph), x' = x - cx.
-    gx = 2 * math.pi * (fx * c - fy * s)  # (n, K)
-    gy = 2 * math.pi * (fx * s + fy * c)
-    bx, by = states[:, 0:1], states[:, 1:2]  # (n, 1)
-    ph = 2 * math.pi * (fx * (cx - bx) + fy * (cy - by)) + phase  # (n, K)
-    xs = np.arange(w) + 0.5 - cx  # (W,)
-    ys = np.arange(h) + 0.5 - cy  # (H,)
+    log_f = content.log_freqs[None, :] - states[:, 3:4]  # (n, K): zooming in lowers every frequency
+    m = 2 * math.pi * np.exp(np.mod(log_f, _LOG_PERIOD)) / spec.side  # (n, K) radians per pixel
+    window = _window(log_f)  # (n, K)
+    # screen wave vector: R(angle) applied to m d_k (d . R(-a) v = (R(a) d) . v)
+    theta = content.directions[None, :] + states[:, 2:3]  # (n, K)
+    gx, gy = m * np.cos(theta), m * np.sin(theta)  # (n, K) each
+    ph = content.phases[None, :] - m * (np.cos(content.directions) * states[:, 0:1]
+                                        + np.sin(content.directions) * states[:, 1:2])  # (n, K)
+    xs = np.arange(w) + 0.5 - w / 2.0  # (W,) pixel centres relative to the frame centre
+    ys = np.arange(h) + 0.5 - h / 2.0  # (H,)
     ax = gx[..., None] * xs + ph[..., None]  # (n, K, W)
     ay = gy[..., None] * ys  # (n, K, H)
     f32 = np.float32
     cos_x, sin_x = np.cos(ax).astype(f32)[:, None], np.sin(ax).astype(f32)[:, None]  # (n, 1, K, W)
-    amp = content.amplitudes.T[None, :, None, :]  # (K, 3) -> (1, 3, 1, K)
+    # per-frame, per-wave RGB amplitude: (K, 3) -> (1, 3, 1, K), times the window (n, K) -> (n, 1, 1, K)
+    amp = content.amplitudes.T[None, :, None, :] * window.astype(f32)[:, None, None, :]  # (n, 3, 1, K)
     cos_y = np.cos(ay).astype(f32).transpose(0, 2, 1)[:, None] * amp  # (n, K, H) -> (n, 1, H, K) -> (n, 3, H, K)
     sin_y = np.sin(ay).astype(f32).transpose(0, 2, 1)[:, None] * amp
     # cos(A + B) = cos A cos B - sin A sin B, summed over the K waves as two batched matrix products:
@@ -276,15 +249,14 @@ def _harmonics(u: np.ndarray, v: np.ndarray, rho: np.ndarray, shape: np.ndarray)
     return out
 
 
-def render_object(spec: SyntheticSpec, content: VideoContent, log_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The object at log-scales ``log_scale`` (n,): colour float32 (n, H, W, 3) and coverage (n, H, W, 1).
+def render_object(spec: SyntheticSpec, content: VideoContent) -> tuple[np.ndarray, np.ndarray]:
+    """The still object: colour float32 (1, H, W, 3) and coverage (1, H, W, 1).
 
-    The object sits at ``content.place``; the image is a torus for it (it wraps around the borders).
+    It sits at ``content.place``; the image is a torus for it (it wraps around the borders).
     """
     h, w = spec.height, spec.width
-    n = log_scale.shape[0]
     f32 = np.float32
-    cx, cy, ang = (f32(x) for x in content.place)
+    cx, cy, ang, radius = (f32(x) for x in content.place)
     ys = np.arange(h, dtype=f32).reshape(1, h, 1) + f32(0.5)  # (1, H, 1) pixel centres
     xs = np.arange(w, dtype=f32).reshape(1, 1, w) + f32(0.5)  # (1, 1, W)
     dx = np.mod(xs - cx + f32(w / 2), f32(w)) - f32(w / 2)  # (1, 1, W) shortest offset on the torus
@@ -292,13 +264,12 @@ def render_object(spec: SyntheticSpec, content: VideoContent, log_scale: np.ndar
     c, s = f32(math.cos(ang)), f32(math.sin(ang))
     u = np.broadcast_to(c * dx + s * dy, (1, h, w))  # (1, H, W) object-frame coordinates (rotated by -angle)
     v = np.broadcast_to(c * dy - s * dx, (1, h, w))
-    radius = f32(_BASE_RADIUS * spec.side) * np.exp(log_scale.astype(f32)).reshape(n, 1, 1)  # (n, 1, 1) pixels
     rho = np.sqrt(u * u + v * v)
-    edge = radius * _harmonics(u, v, rho, content.shape)  # (n, H, W)
-    alpha = np.clip(edge - rho + f32(0.5), 0.0, 1.0)[..., None]  # (n, H, W, 1) anti-aliased coverage
+    edge = radius * _harmonics(u, v, rho, content.shape)  # (1, H, W)
+    alpha = np.clip(edge - rho + f32(0.5), 0.0, 1.0)[..., None]  # (1, H, W, 1) anti-aliased coverage
     stripe = f32(0.5) + f32(0.5) * np.cos(u * (f32(2 * math.pi / content.shape[6]) / radius) + f32(content.stripe_phase))
     col_a, col_b, col_spot = content.colors
-    obj = col_b + stripe[..., None] * (col_a - col_b)  # (n, H, W, 3)
+    obj = col_b + stripe[..., None] * (col_a - col_b)  # (1, H, W, 3)
     su, sv, sr = (f32(x) for x in content.spot)
     du, dv = u - su * radius, v - sv * radius
     spot_alpha = np.clip(sr * radius - np.sqrt(du * du + dv * dv) + f32(0.5), 0.0, 1.0)[..., None]
@@ -309,8 +280,8 @@ def render_object(spec: SyntheticSpec, content: VideoContent, log_scale: np.ndar
 def render_frames(spec: SyntheticSpec, content: VideoContent, states: np.ndarray) -> np.ndarray:
     """Render poses ``states`` (n, 4): uint8 (n, H, W, 3)."""
     background = render_background(spec, content, states)
-    obj, alpha = render_object(spec, content, states[:, 3])
-    frames = background + alpha * (obj - background)  # (n, H, W, 3)
+    obj, alpha = render_object(spec, content)
+    frames = background + alpha * (obj - background)  # (n, H, W, 3), the object broadcast over frames
     return np.clip(frames * np.float32(255.0) + np.float32(0.5), 0, 255).astype(np.uint8)
 
 

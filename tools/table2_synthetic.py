@@ -8,6 +8,7 @@ reused, so an interrupted table continues where it stopped. The table is printed
 to ``<work-dir>/table2_synthetic.json`` (and ``.md``).
 
     python tools/table2_synthetic.py --seeds 3
+    python tools/table2_synthetic.py --seeds 3 --jobs 2   # two runs at a time, each on half of the CPU threads
     python tools/table2_synthetic.py --seeds 1 --configs configs/synthetic/tsn.yaml configs/synthetic/rsa.yaml
 """
 import sys
@@ -17,7 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import time  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -38,20 +41,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per config (default 3)")
     p.add_argument("--configs", nargs="+", default=None, help="configs (default: every configs/synthetic/*.yaml)")
     p.add_argument("--work-dir", default="work_dirs/table2_synthetic", help="output folder")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs trained at the same time (default 1); each gets cpu_count / jobs CPU threads")
     p.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every run")
     return p.parse_args(argv)
 
 
-def _run(args: list[str], capture: bool = False) -> str:
+def _run(args: list[str], capture: bool = False, threads: int = 0) -> str:
+    import os
     import subprocess
 
-    proc = subprocess.run([sys.executable, *args], cwd=ROOT, text=True, stdout=subprocess.PIPE if capture else None)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, text=True, env=env,
+                          stdout=subprocess.PIPE if capture else None)
     if proc.returncode != 0:
         raise RuntimeError(f"failed (exit code {proc.returncode}): python {' '.join(args)}")
     return proc.stdout or ""
 
 
-def run_one(config: Path, seed: int, work_dir: Path, opts: list[str]) -> dict:
+def run_one(config: Path, seed: int, work_dir: Path, opts: list[str], threads: int = 0) -> dict:
     """Train and test one (config, seed); reuse a finished run. Returns its test metrics and training time."""
     done = work_dir / "test_metrics.json"
     timing = work_dir / "train_seconds.json"
@@ -59,10 +67,12 @@ def run_one(config: Path, seed: int, work_dir: Path, opts: list[str]) -> dict:
         return {**json.loads(done.read_text()), **json.loads(timing.read_text())}
     run_opts = ["--opts", f"runtime.seed={seed}", f"data.synthetic_seed={seed}", *opts]
     start = time.perf_counter()
-    _run(["tools/train.py", "--config", str(config), "--work-dir", str(work_dir), "--resume", "auto", *run_opts])
+    print(f"[table2] {config.stem} seed {seed} -> {work_dir}", flush=True)
+    _run(["tools/train.py", "--config", str(config), "--work-dir", str(work_dir), "--resume", "auto", *run_opts],
+         threads=threads)
     timing.write_text(json.dumps({"train_seconds": round(time.perf_counter() - start, 1)}) + "\n")
     _run(["tools/test.py", "--config", str(config), "--checkpoint", str(work_dir / "last.pth"),
-          "--work-dir", str(work_dir), *run_opts])
+          "--work-dir", str(work_dir), *run_opts], threads=threads)
     return {**json.loads(done.read_text()), **json.loads(timing.read_text())}
 
 
@@ -101,15 +111,18 @@ def main(argv=None) -> int:
     missing = [str(c) for c in configs if not (ROOT / c).is_file()]
     if missing:
         raise SystemExit(f"error: config not found: {missing[0]}")
+    if args.jobs < 1:
+        raise SystemExit(f"--jobs must be at least 1, got {args.jobs}")
     work = Path(args.work_dir).resolve()
-    rows = []
+    threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else 0
+    tasks = [(config, seed) for config in configs for seed in range(args.seeds)]
     try:
-        for config in configs:
-            runs = []
-            for seed in range(args.seeds):
-                print(f"\n[table2] {config.stem} seed {seed}", flush=True)
-                runs.append(run_one(ROOT / config, seed, work / config.stem / f"seed{seed}", args.opts))
-            rows.append(summarize(config.stem, ROOT / config, runs, args.opts))
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each task is a pair of subprocesses
+            futures = {task: pool.submit(run_one, ROOT / task[0], task[1], work / task[0].stem / f"seed{task[1]}",
+                                         args.opts, threads) for task in tasks}
+            runs = {task: future.result() for task, future in futures.items()}
+        rows = [summarize(config.stem, ROOT / config, [runs[(config, seed)] for seed in range(args.seeds)], args.opts)
+                for config in configs]
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

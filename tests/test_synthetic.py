@@ -341,7 +341,7 @@ def test_clips_move_on_screen_as_their_class_names_say():
 
 
 def test_unused_pose_variables_stay_still():
-    spec = SyntheticSpec(seed=1, frames=8, height=32, width=32, num_classes=2)  # left vs right only
+    spec = SyntheticSpec(seed=1, frames=8, height=32, width=32, num_classes=2)  # pan left vs pan right only
     for index in range(4):
         states = clip_states(make_content(spec, "train", index), video_label(spec, index))
         assert np.ptp(states[:, 1:], axis=0).max() == 0.0  # no tilt, no turn, no zoom

@@ -257,6 +257,28 @@ def test_decoding_is_guarded_by_a_timeout(media, caplog):
     assert "decode_timeout" in caplog.text and "201.webm" in caplog.text
 
 
+def test_in_memory_decoders_run_without_the_watchdog_thread(monkeypatch):
+    """The synthetic decoder declares can_hang = False: with the same tiny timeout that makes a file decoder
+    fail above, its samples still load, and no thread is started for them."""
+    import threading
+
+    from rsanet.config import load_config
+
+    cfg = load_config(None, ["data.dataset=synthetic", "data.train_size=4", "data.val_size=4",
+                             "data.synthetic_frames=4", "model.num_segments=4", "data.synthetic_resolution=[32,32]",
+                             "data.resize=[32,32]", "data.crop_size=32", "data.synthetic_classes=2",
+                             "model.num_classes=2", "data.decode_timeout=0.000000001"])
+    ds = build_dataset(cfg, "train")
+    assert ds.decode_timeout == 0.0 and cfg.data.decode_timeout > 0
+
+    def no_threads(*args, **kwargs):
+        raise AssertionError("a watchdog thread was started for an in-memory decoder")
+
+    monkeypatch.setattr(threading.Thread, "start", no_threads)
+    item = ds[1]
+    assert item["replaced"] == 0 and item["clip"].shape[1] == 4
+
+
 def test_missing_paths_fail_at_start_up_naming_them(media):
     with pytest.raises(FileNotFoundError, match=r"data.root.*not found: .*no_such_root"):
         build(media, "ssv1", "frames", "train", [f"data.root={media / 'no_such_root'}"])

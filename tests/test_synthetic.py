@@ -124,13 +124,13 @@ def _uniformity_ks(samples: np.ndarray, period: float) -> float:
     return float(max(np.max(np.arange(1, n + 1) / n - u), np.max(u - np.arange(n) / n)))
 
 
-def _screen_waves(content, states):
+def _screen_waves(spec, content, states):
     """Parameters of the scene's waves as frame t shows them, (n, K) each: log-frequency (mod P), direction
     on screen (mod 2 pi) and phase at the frame centre (mod 2 pi); see render_background's formula."""
     from rsanet.data.synthetic import _LOG_PERIOD
 
     log_f = content.log_freqs[None] - states[:, 3:4]
-    m = 2 * math.pi * np.exp(np.mod(log_f, _LOG_PERIOD)) / 32
+    m = 2 * math.pi * np.exp(np.mod(log_f, _LOG_PERIOD)) / spec.side
     phase = content.phases[None] - m * (np.cos(content.directions) * states[:, 0:1]
                                         + np.sin(content.directions) * states[:, 1:2])
     return np.mod(log_f, _LOG_PERIOD), np.mod(content.directions[None] + states[:, 2:3], 2 * math.pi), phase
@@ -149,7 +149,7 @@ def test_the_waves_of_every_frame_are_uniform_for_every_class_and_time_step():
             index = c + 8 * j  # the videos whose label is c
             assert video_label(spec, index) == c
             content = make_content(spec, "train", index)
-            for q, values in enumerate(_screen_waves(content, clip_states(content, c))):
+            for q, values in enumerate(_screen_waves(spec, content, clip_states(content, c))):
                 waves[q, c, j] = values[:, 0]
     periods = (_LOG_PERIOD, 2 * math.pi, 2 * math.pi)
     crit = math.sqrt(-math.log(1e-3 / 2 / 3) / (2 * n))  # P(KS > crit) <= 1e-3 / 3 per test (DKW)
@@ -157,9 +157,12 @@ def test_the_waves_of_every_frame_are_uniform_for_every_class_and_time_step():
                 for t in range(spec.frames))
     assert worst < crit
     # power check: a generator whose waves all start at log-frequency 0 shows the zoom state in every frame
-    naive = np.array([_screen_waves(make_content(spec, "train", 6 + 8 * j), clip_states(make_content(
-        spec, "train", 6 + 8 * j), 6))[0][0, 0] - make_content(spec, "train", 6 + 8 * j).log_freqs[0]
-        for j in range(n)])
+    naive = []
+    for j in range(n):
+        content = make_content(spec, "train", 6 + 8 * j)
+        content.log_freqs[:] = 0.0
+        naive.append(_screen_waves(spec, content, clip_states(content, 6))[0][0, 0])
+    naive = np.array(naive)
     assert _uniformity_ks(naive, _LOG_PERIOD) > crit
 
 

@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import subprocess  # noqa: E402
 import time  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 
@@ -48,8 +49,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def _run(args: list[str], capture: bool = False, threads: int = 0) -> str:
-    import os
-    import subprocess
 
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
     proc = subprocess.run([sys.executable, *args], cwd=ROOT, text=True, env=env,

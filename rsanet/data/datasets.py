@@ -5,7 +5,8 @@ transform. Training items are one random clip per video. Val/test items are view
 ``index = video * num_views + view`` with ``view = clip * crops + crop`` and ``num_views = clips * crops``.
 
 Bad samples. Decoding runs under a guard of ``data.decode_timeout`` seconds (in a helper thread; a decoder
-stuck past it is abandoned and the sample counts as unreadable). An unreadable sample is logged with its
+stuck past it is abandoned and the sample counts as unreadable; decoders with ``can_hang = False`` run
+without it). An unreadable sample is logged with its
 path and:
 
 * train: replaced by the next video (then the one after, up to ``max_attempts``); the item's ``replaced``
@@ -92,7 +93,9 @@ class VideoDataset(Dataset):
         self.classes, self.train = list(classes), train
         self.crops = 1 if train else crops
         self.num_clips = 1 if train else sampler.num_clips
-        self.decode_timeout, self.max_attempts = decode_timeout, max_attempts
+        # no watchdog thread for a decoder that cannot hang (it would cost ~1 ms per sample for nothing)
+        self.decode_timeout = decode_timeout if getattr(decoder, "can_hang", True) else 0.0
+        self.max_attempts = max_attempts
         self.dropped = list(dropped)  # records dropped at start-up because their file is missing
 
     @property

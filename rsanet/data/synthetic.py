@@ -308,6 +308,8 @@ def render_clip(spec: SyntheticSpec, split: str, index: int, label: Optional[int
 class SyntheticDecoder:
     """Decoder for ``synthetic://<split>/<index>`` records: renders the requested frames on the fly."""
 
+    can_hang = False  # pure in-memory rendering: the dataset skips its decode watchdog thread
+
     def __init__(self, spec: SyntheticSpec):
         self.spec = spec
 

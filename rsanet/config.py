@@ -1,8 +1,9 @@
 """Typed, strict experiment configuration.
 
 One schema of defaults (the dataclasses below, with a comment on every key) holds the paper's
-SS-V1 8-frame RSANet-R50 recipe. A YAML file sets only what differs from it, and ``--opts`` overrides
-(``train.lr=0.01 model.transform.kernel_size=[3,3,3]``) are applied on top. Values are parsed with
+SS-V1 8-frame RSANet-R50 recipe (the authors' code where the paper is silent; docs/fidelity.md). A YAML
+file sets only what differs from it, and ``--opts`` overrides (``train.lr=0.01
+model.transform.kernel_size=[3,3,3]``) are applied on top. Values are parsed with
 ``yaml.safe_load`` only. Unknown keys name the closest valid key, wrong types name the expected type,
 and one validation pass (:func:`validate`) fills in derived values and checks cross-field rules.
 
@@ -36,7 +37,8 @@ class ConfigError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------------
-# Schema. Every key carries a one-line comment. Defaults are the paper's (../shared/notes/recipe.md).
+# Schema. Every key carries a one-line comment. Defaults are the paper's SS-V1 8-frame recipe, with the
+# authors' code where the paper is silent (each item and its source: docs/fidelity.md).
 # --------------------------------------------------------------------------------------------------
 @dataclass
 class TransformConfig:
@@ -53,6 +55,10 @@ class TransformConfig:
     norm: Literal["l2", "none", "batchnorm"] = "l2"  # normalization of q, k and v (Table 6c)
     attention: list[Literal["content", "position"]] = field(default_factory=lambda: ["content", "position"])  # self_attention terms: qk^T and/or qP^T
     softmax: bool = True  # self_attention: apply the softmax over the window (False: plain qP^T kernel)
+    # rsa_init: "authors" = the authors' code (ops/ResNet.py re-inits every Conv3d of the layer with kaiming
+    # normal fan_out of their shapes; ops/rsa.py draws P1 = randn*sqrt(1/(M*D))); "variance_preserving" = ours
+    # (rsanet/ops/rsa.py RSA.reset_parameters gives both)
+    rsa_init: Literal["authors", "variance_preserving"] = "authors"  # init of the RSA factors (authors' code)
 
 
 @dataclass
@@ -65,8 +71,11 @@ class ModelConfig:
     width: int = 64  # channels of the stem; 64 is the standard ResNet, smaller values make tiny models
     dropout: float = 0.3  # dropout before the classifier
     stochastic_depth: float = 0.2  # final drop rate of the residual branch, linear over blocks
-    pretrained: Optional[str] = None  # path to a torchvision ImageNet ResNet state dict (.pth)
+    pretrained: Optional[str] = None  # ImageNet init: torchvision (IMAGENET1K_V1, torch hub cache) or a .pth path
     transform_block_init: Literal["msra", "pretrained"] = "msra"  # other layers of a block holding a transform: msra (paper) or copied from `pretrained`
+    # classifier_init: "xavier_uniform" with bias 0 = the authors' code (ops/models.py, and main.py re-inits the
+    # new fc with xavier_uniform_); "normal" = N(0, 0.001) with bias 0, TSN's choice (our earlier default)
+    classifier_init: Literal["xavier_uniform", "normal"] = "xavier_uniform"  # init of the fc (authors' code)
     checkpoint_rsa: bool = False  # activation checkpointing of the blocks that hold a transform (saves memory)
     transform: TransformConfig = field(default_factory=TransformConfig)  # the spatio-temporal transform
 
@@ -114,10 +123,14 @@ class TrainConfig:
     """Optimization recipe (Appendix A). Learning rate is given per 64 clips and scaled to the real batch."""
 
     epochs: int = 50  # training epochs
-    warmup_epochs: float = 5.0  # epochs of per-iteration linear warm-up
+    warmup_epochs: float = 5.0  # epochs of linear warm-up (paper, authors' code)
     lr: float = 0.02  # learning rate for a total batch of `lr_reference_batch` clips
     lr_reference_batch: int = 64  # the batch size at which `lr` applies
-    min_lr: float = 0.0  # learning rate at the end of the cosine decay
+    # lr_schedule (rsanet/engine/optim.py): "epoch" = the authors' code (ops/CosineAnnealingLR.py stepped once per
+    # epoch before it; reproduces the LR column of their logs); "step" = ours, warm-up and cosine per optimizer step
+    lr_schedule: Literal["epoch", "step"] = "epoch"  # how often the LR changes: per epoch (authors' code) or per step
+    min_lr_ratio: float = 1e-3  # final LR of the cosine as a fraction of the scaled LR (authors' code: min_ratio=1e-3)
+    min_lr: float = 0.0  # absolute final LR of the cosine; when > 0 it replaces min_lr_ratio (our option)
     momentum: float = 0.9  # SGD momentum
     nesterov: bool = True  # Nesterov momentum
     weight_decay: float = 5e-4  # weight decay (not applied to BN parameters and biases)
@@ -126,6 +139,7 @@ class TrainConfig:
     label_smoothing: float = 0.1  # label smoothing of the cross-entropy
     clip_grad_norm: float = 100.0  # max gradient norm; 0 disables clipping
     amp: Literal["none", "bf16", "fp16"] = "none"  # automatic mixed precision
+    tf32: bool = False  # TF32 convs/matmuls on Ampere+ GPUs (faster); false = plain fp32, as the authors' V100 runs
     channels_last: bool = False  # channels-last memory format for the 2D layers
     compile: bool = False  # torch.compile the model
     sync_bn: bool = False  # convert BatchNorm to SyncBatchNorm in distributed runs
@@ -348,6 +362,8 @@ def validate(cfg: Config, world_size: int | None = None, source: str = "config")
         fail(f"`train.label_smoothing` must be in [0, 1), got {tr.label_smoothing}")
     if not 0.0 <= d.max_bad_fraction <= 1.0:
         fail(f"`data.max_bad_fraction` must be in [0, 1], got {d.max_bad_fraction}")
+    if not 0.0 <= tr.min_lr_ratio < 1.0 or tr.min_lr < 0:
+        fail(f"`train.min_lr_ratio` must be in [0, 1) and `train.min_lr` >= 0, got {tr.min_lr_ratio}, {tr.min_lr}")
     if tr.epochs < 0 or tr.warmup_epochs < 0 or tr.warmup_epochs > max(tr.epochs, 0):
         fail(f"`train.warmup_epochs` ({tr.warmup_epochs}) must be within [0, train.epochs={tr.epochs}]")
 

@@ -1,5 +1,6 @@
-"""Optimizer recipe: parameter groups, LR scaling, warm-up + cosine schedule and label smoothing, each checked
-against values worked out by hand."""
+"""Optimizer recipe: parameter groups, LR scaling, warm-up + cosine schedules (per step, and per epoch as in the
+authors' code) and label smoothing, each checked against values worked out by hand or printed in the authors'
+training logs."""
 import math
 
 import pytest
@@ -7,7 +8,21 @@ import torch
 from torch import nn
 
 from rsanet.config import load_config
-from rsanet.engine.optim import WarmupCosine, build_criterion, build_optimizer, build_scheduler, param_groups
+from rsanet.engine.optim import (EpochWarmupCosine, WarmupCosine, build_criterion, build_optimizer, build_scheduler,
+                                 param_groups)
+
+STEP = ["train.lr_schedule=step", "train.min_lr_ratio=0"]  # our per-step schedule, decaying to 0
+
+# The LR column of the authors' SS-V1 16-frame log (logs/RSA_R50_SSV1_16frames.log of KimManjin/RSA, "lr: %.5f"
+# on every "Epoch: [e][i/1345]" line; one value per epoch, e = 0..79; the SS-V2 log prints the same 80 values).
+LOGGED_LR = """
+0.00402 0.00801 0.01201 0.01600 0.02000 0.01999 0.01996 0.01992 0.01986 0.01978 0.01969 0.01957 0.01944 0.01930
+0.01914 0.01896 0.01876 0.01856 0.01833 0.01809 0.01784 0.01757 0.01729 0.01700 0.01669 0.01638 0.01605 0.01571
+0.01536 0.01501 0.01464 0.01426 0.01388 0.01349 0.01310 0.01270 0.01229 0.01188 0.01147 0.01105 0.01064 0.01022
+0.00980 0.00938 0.00897 0.00855 0.00814 0.00773 0.00732 0.00692 0.00653 0.00614 0.00576 0.00538 0.00502 0.00466
+0.00431 0.00397 0.00364 0.00333 0.00302 0.00273 0.00245 0.00218 0.00193 0.00169 0.00146 0.00126 0.00106 0.00088
+0.00072 0.00058 0.00045 0.00033 0.00024 0.00016 0.00010 0.00006 0.00003 0.00002
+""".split()
 
 
 class Tiny(nn.Module):
@@ -69,7 +84,7 @@ def lrs_over(cfg, steps_per_epoch):
 def test_warmup_then_cosine_hand_values():
     # 4 processes x 8 clips x accumulate 2 = 64 clips: the reference batch, so the LR is 0.02 unchanged.
     cfg = load_config(None, ["train.epochs=10", "train.warmup_epochs=2", "train.batch_size=8",
-                             "train.accumulate=2"], world_size=4)
+                             "train.accumulate=2", *STEP], world_size=4)
     assert cfg.train.scaled_lr == pytest.approx(0.02)
     lrs = lrs_over(cfg, steps_per_epoch=5)  # 50 steps, 10 of warm-up, 40 of cosine
     assert len(lrs) == 50
@@ -86,7 +101,7 @@ def test_warmup_then_cosine_hand_values():
 
 def test_lr_scales_linearly_with_total_batch_and_min_lr():
     cfg = load_config(None, ["train.epochs=4", "train.warmup_epochs=0", "train.batch_size=8",
-                             "train.lr=0.02", "train.min_lr=0.0001"], world_size=1)
+                             "train.lr=0.02", "train.min_lr=0.0001", "train.lr_schedule=step"], world_size=1)
     assert cfg.train.total_batch == 8 and cfg.train.scaled_lr == pytest.approx(0.0025)  # 0.02 * 8 / 64
     lrs = lrs_over(cfg, steps_per_epoch=2)
     assert lrs[0] == pytest.approx(0.0025)
@@ -101,6 +116,68 @@ def test_warmup_cosine_factor_edges():
                                                   round((1 + math.cos(3 * math.pi / 4)) / 2, 6)]
     with pytest.raises(ValueError, match="warmup_steps"):
         WarmupCosine(5, 4)
+
+
+def test_epoch_schedule_reproduces_the_authors_logged_lr():
+    """80 epochs at lr 0.02 (total batch 64 = 8 processes x 8 clips): every step of epoch e trains at the
+    logged value of epoch e, to the 5 printed decimals."""
+    cfg = load_config(None, ["train.epochs=80", "train.batch_size=8"], world_size=8)  # defaults: epoch, 1e-3
+    assert cfg.train.lr_schedule == "epoch" and cfg.train.scaled_lr == pytest.approx(0.02)
+    steps = 3
+    lrs = lrs_over(cfg, steps_per_epoch=steps)
+    per_epoch = [lrs[e * steps:(e + 1) * steps] for e in range(80)]
+    assert all(len(set(v)) == 1 for v in per_epoch)  # constant within an epoch
+    assert [f"{v[0]:.5f}" for v in per_epoch] == LOGGED_LR
+    assert len(LOGGED_LR) == 80 and per_epoch[4][0] == pytest.approx(0.02) and per_epoch[79][0] == pytest.approx(2e-5)
+
+
+def epoch_lrs(steps_per_epoch, epochs, warmup_epochs, min_factor=0.0, steps=None):
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = EpochWarmupCosine(opt, steps_per_epoch, epochs, warmup_epochs, min_factor)
+    out = []
+    for _ in range(steps or steps_per_epoch * epochs):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_epoch_schedule_hand_values_and_edges():
+    f = epoch_lrs(steps_per_epoch=10, epochs=80, warmup_epochs=5, min_factor=1e-3, steps=1000)
+    assert f[0] == f[9] == pytest.approx(1e-3 * 0.8 + 0.2)  # epoch 0 trains at k = 1
+    assert f[10] == pytest.approx(1e-3 * 0.6 + 0.4) and f[40] == pytest.approx(1.0)  # epoch 4: the peak
+    assert f[50] == pytest.approx(1e-3 + (1 - 1e-3) * (1 + math.cos(math.pi / 75)) / 2)
+    assert f[790] == pytest.approx(1e-3) and f[999] == pytest.approx(1e-3)  # the last epoch and beyond
+    no_warmup = epoch_lrs(steps_per_epoch=1, epochs=4, warmup_epochs=0)
+    assert no_warmup == pytest.approx([(1 + math.cos(math.pi * k / 4)) / 2 for k in (1, 2, 3, 4)])
+    assert epoch_lrs(steps_per_epoch=2, epochs=3, warmup_epochs=3)[5] == 0.0  # all warm-up: the last is the min
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        epoch_lrs(steps_per_epoch=1, epochs=4, warmup_epochs=5)
+
+
+def test_epoch_schedule_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
+    cfg = load_config(None, ["train.epochs=6", "train.warmup_epochs=2"], world_size=8)
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg.train.scaled_lr)
+    sched = build_scheduler(cfg, opt, steps_per_epoch=4)
+    for _ in range(9):
+        opt.step()
+        sched.step()
+    torch.save(sched.state_dict(), tmp_path / "s.pth")
+    opt2 = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg.train.scaled_lr)
+    again = build_scheduler(cfg, opt2, steps_per_epoch=4)
+    again.load_state_dict(torch.load(tmp_path / "s.pth", weights_only=True))
+    for _ in range(10):
+        opt.step(), sched.step(), opt2.step(), again.step()
+        assert again.get_last_lr() == sched.get_last_lr()
+
+
+def test_epoch_schedule_follows_the_real_batch_and_min_lr():
+    cfg = load_config(None, ["train.epochs=10", "train.warmup_epochs=2", "train.batch_size=8"], world_size=1)
+    lrs = lrs_over(cfg, steps_per_epoch=2)  # total batch 8: lr 0.0025
+    assert lrs[0] == pytest.approx(0.0025 * (1e-3 * 0.5 + 0.5)) and lrs[2] == pytest.approx(0.0025)
+    assert lrs[-1] == pytest.approx(0.0025 * 1e-3)
+    absolute = load_config(None, ["train.epochs=10", "train.warmup_epochs=2", "train.min_lr=0.0001"], world_size=1)
+    assert lrs_over(absolute, steps_per_epoch=2)[-1] == pytest.approx(0.0001)  # min_lr replaces min_lr_ratio
 
 
 def test_label_smoothing_hand_value():

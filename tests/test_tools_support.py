@@ -20,15 +20,17 @@ FRAMES, SIZE, SEGMENTS, CLASSES = 8, 32, 4, 4
 
 def tiny_config(kind: str = "rsa") -> dict:
     """The whole experiment as a dict (no dependence on configs/): ``kind`` is rsa or self_attention."""
-    transform = {"type": kind, "positions": [[1], [], [], []], "kernel_size": [3, 3, 3], "queries": 2}
+    transform = {"type": kind, "positions": [[1], [], [], []], "kernel_size": [3, 3, 3], "queries": 2,
+                 "rsa_init": "variance_preserving"}  # the synthetic configs' init, schedule and sampling
     return {
         "model": {"arch": "resnet18", "num_classes": CLASSES, "num_segments": SEGMENTS, "width": 8, "dropout": 0.0,
-                  "stochastic_depth": 0.0, "pretrained": None, "transform": transform},
+                  "stochastic_depth": 0.0, "pretrained": None, "classifier_init": "normal", "transform": transform},
         "data": {"dataset": "synthetic", "train_size": 8, "val_size": 4, "synthetic_frames": SEGMENTS,
                  "synthetic_resolution": [SIZE, SIZE], "synthetic_classes": CLASSES, "resize": [SIZE, SIZE],
                  "crop_size": SIZE, "scales": [1.0], "flip": "none", "num_workers": 0, "pin_memory": False,
                  "segment_rule": "uniform"},  # as configs/synthetic: n = T, where tsm tests on frame 0 only
-        "train": {"epochs": 1, "warmup_epochs": 0.0, "lr": 0.4, "batch_size": 8, "eval_every": 1},
+        "train": {"epochs": 1, "warmup_epochs": 0.0, "lr": 0.4, "batch_size": 8, "eval_every": 1, "lr_schedule": "step",
+                  "min_lr_ratio": 0.0},
         "test": {"split": "val", "batch_size": 8},
         "runtime": {"device": "cpu", "progress": False, "tensorboard": False, "checkpoint_interval": 0},
     }

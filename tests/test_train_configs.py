@@ -1,5 +1,6 @@
-"""The Table 3 configs carry the paper's settings (Appendix A and Table 3 protocols), and the README's
-commands name configs and tools that exist."""
+"""The Table 3 configs carry the settings that produced the published numbers (the released runs' logs for the
+two 16-frame SS rows, the authors' code for init, sampling and schedule, the paper where no log exists; each
+restated with its source in a comment), and the README's commands name configs and tools that exist."""
 import re
 from pathlib import Path
 
@@ -10,12 +11,14 @@ from rsanet.data import swap_left_right
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# name: (dataset, classes, frames, epochs, dropout, test clips, flip) from the paper (Appendix A, Sec. 5).
+# name: (dataset, classes, frames, epochs, dropout, test clips, flip). The paper (Appendix A, Sec. 5), except the
+# two 16-frame SS rows, whose released logs (KimManjin/RSA logs/RSA_R50_SSV{1,2}_16frames.log) print
+# "epochs: 80" and "dropout: 0.5" (SS-V1) / "dropout: 0.3" (SS-V2), where the paper says 50 and 0.3.
 TABLE3 = {
     "ssv1_rsa_8f": ("ssv1", 174, 8, 50, 0.3, 1, "skip_left_right"),
-    "ssv1_rsa_16f": ("ssv1", 174, 16, 50, 0.3, 1, "skip_left_right"),
+    "ssv1_rsa_16f": ("ssv1", 174, 16, 80, 0.5, 1, "skip_left_right"),
     "ssv2_rsa_8f": ("ssv2", 174, 8, 50, 0.3, 1, "skip_left_right"),
-    "ssv2_rsa_16f": ("ssv2", 174, 16, 50, 0.3, 1, "skip_left_right"),
+    "ssv2_rsa_16f": ("ssv2", 174, 16, 80, 0.3, 1, "skip_left_right"),
     "diving48_rsa_16f": ("diving48", 48, 16, 30, 0.5, 2, "all"),
     "gym99_rsa_8f": ("gym99", 99, 8, 50, 0.5, 1, "all"),
     "gym288_rsa_8f": ("gym288", 288, 8, 50, 0.5, 1, "all"),
@@ -36,10 +39,35 @@ def test_table3_config_has_the_paper_settings(name):
     assert cfg.train.total_batch == 64 and cfg.train.scaled_lr == pytest.approx(0.02)
     assert cfg.train.warmup_epochs == 5 and cfg.train.label_smoothing == 0.1 and cfg.model.stochastic_depth == 0.2
     assert cfg.data.resize == [240, 320] and cfg.data.crop_size == 224
-    assert cfg.model.pretrained == "pretrained/resnet50-0676ba61.pth"
+    assert cfg.model.pretrained == "torchvision"  # IMAGENET1K_V1 through the torch hub cache
+    # The authors' code: init, sampling, schedule; their runs: fp32.
+    assert (t.rsa_init, cfg.model.classifier_init, cfg.data.segment_rule) == ("authors", "xavier_uniform", "tsm")
+    tr = cfg.train
+    assert (tr.lr_schedule, tr.min_lr_ratio, tr.min_lr, tr.tf32) == ("epoch", 1e-3, 0, False)
+    assert cfg.model.transform_block_init == "msra" and cfg.train.nesterov and cfg.train.clip_grad_norm == 100
     folder = ("data", "gym" if dataset.startswith("gym") else dataset)  # data/<dataset>/... (data/README.md)
     for key in ("root", "train_annotations", "val_annotations", "label_file"):
         assert Path(getattr(cfg.data, key)).parts[:2] == folder, key
+
+
+SOURCED = ["model.pretrained", "model.classifier_init", "model.dropout", "model.transform.rsa_init",
+           "data.segment_rule", "train.epochs", "train.lr_schedule", "train.min_lr_ratio", "train.tf32"]
+
+
+@pytest.mark.parametrize("name", sorted(TABLE3) + ["ssv1_tsn_8f", "ssv1_tsn_16f"])
+def test_recipe_items_are_restated_with_their_source(name):
+    """Every recipe item where the paper, the logs, the authors' code and our earlier defaults can disagree is
+    written in the config, with a comment that names its source."""
+    lines = (ROOT / "configs" / f"{name}.yaml").read_text().splitlines()
+    for key in SOURCED:
+        if key == "model.transform.rsa_init" and "tsn" in name:
+            continue  # no RSA layer
+        *parents, leaf = key.split(".")
+        indent = "  " * len(parents)
+        line = next((x for x in lines if x.startswith(f"{indent}{leaf}:")), None)
+        assert line is not None, f"{name}: {key} is not written out"
+        comment = line.split("#", 1)[1] if "#" in line else ""
+        assert any(s in comment for s in ("authors' code", "log", "paper", "as ssv1_rsa", "V100")), (name, key, line)
 
 
 @pytest.mark.parametrize("name", ["ssv1_tsn_8f", "ssv1_tsn_16f"])

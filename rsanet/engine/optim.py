@@ -4,9 +4,17 @@
   at most one dimension (BatchNorm scales and shifts, biases) gets no decay.
 - The learning rate ``train.lr`` holds for ``train.lr_reference_batch`` clips and is scaled linearly to the
   real total batch (``train.scaled_lr``, derived by the config).
-- Per-iteration (per optimizer step) linear warm-up to ``scaled_lr`` over ``warmup_epochs`` epochs, then a
-  cosine decay to ``min_lr`` at the last step.
+- Linear warm-up to ``scaled_lr`` over ``warmup_epochs`` epochs, then a cosine decay to the final LR
+  (``min_lr_ratio * scaled_lr``, or ``min_lr`` when that is set). ``train.lr_schedule`` says how often the
+  LR changes: ``epoch`` (:class:`EpochWarmupCosine`, the authors' code: once per epoch, before it) or
+  ``step`` (:class:`WarmupCosine`, ours: every optimizer step). Either way the scheduler is stepped after
+  every optimizer step.
 - Label-smoothing cross-entropy.
+
+Optimizer groups are the authors' too: their code puts conv/linear weights and the RSA ``P1``, ``I`` in a
+decayed group and biases and BN parameters in groups without decay; its per-group ``lr_mult`` (2 for
+biases) is overwritten by their scheduler, whose base LR is the same for every group, so every parameter
+trains at one LR, as here.
 """
 from __future__ import annotations
 
@@ -17,7 +25,8 @@ from torch import nn
 
 from rsanet.config import Config
 
-__all__ = ["param_groups", "build_optimizer", "WarmupCosine", "build_scheduler", "build_criterion"]
+__all__ = ["param_groups", "build_optimizer", "WarmupCosine", "EpochWarmupCosine", "build_scheduler",
+           "build_criterion"]
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -73,18 +82,70 @@ class WarmupCosine:
         return self.min_factor + (1.0 - self.min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+class EpochWarmupCosine(torch.optim.lr_scheduler.LRScheduler):
+    """The authors' schedule: the LR changes once per epoch. Step it after every optimizer step.
+
+    Their ``WarmupCosineLR`` (``ops/CosineAnnealingLR.py``, ``milestones=[W, E]``, ``warmup_iters=W``,
+    ``warmup_factor=1e-3``, ``min_ratio=m``) is stepped once at the start of every epoch, before training
+    it, so epoch ``e`` (from 0) trains at its value for ``k = e + 1``:
+
+    * ``k < W``: ``lr * (1e-3 * (1 - k / W) + k / W)`` (epoch 0 of a 5-epoch warm-up trains at 0.2008 lr);
+    * else: ``lr * m + (lr - lr * m) * (1 + cos(pi * min((k - W) / (E - W), 1))) / 2``, so epoch ``W - 1`` is
+      the peak and the last epoch trains at ``lr * m``.
+
+    The values are computed in their floating-point order, so with lr 0.02, W = 5, E = 80 and m = 1e-3 they
+    print as 0.00402, 0.00801, ..., 0.02000, 0.01999, ..., 0.00002: the LR column of the authors' SS-V1 and
+    SS-V2 logs. Its state is plain numbers (checkpoints load with ``weights_only=True``).
+    """
+
+    WARMUP_START = 1e-3  # their warmup_factor: the factor at k = 0, never trained at (k starts at 1)
+
+    def __init__(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int, warmup_epochs: float,
+                 min_factor: float = 0.0, last_epoch: int = -1):
+        if steps_per_epoch < 1 or epochs < 1 or not 0 <= warmup_epochs <= epochs:
+            raise ValueError(f"need steps_per_epoch >= 1 ({steps_per_epoch}), epochs >= 1 ({epochs}) and "
+                             f"0 <= warmup_epochs ({warmup_epochs}) <= epochs")
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.epochs = int(epochs)
+        self.warmup_epochs = float(warmup_epochs)
+        self.min_factor = float(min_factor)
+        super().__init__(optimizer, last_epoch)
+
+    def epoch_lr(self, base_lr: float, epoch: int) -> float:
+        """The LR that epoch ``epoch`` (from 0) trains at, for a base LR ``base_lr``."""
+        k, w = epoch + 1, self.warmup_epochs
+        if k < w:
+            alpha = k / w
+            return base_lr * (self.WARMUP_START * (1 - alpha) + alpha)
+        decay = self.epochs - w
+        fraction = min((k - w) / decay, 1.0) if decay > 0 else 1.0
+        low = base_lr * self.min_factor
+        return low + (base_lr - low) * (1 + math.cos(math.pi * fraction)) / 2
+
+    def get_lr(self) -> list[float]:
+        epoch = self.last_epoch // self.steps_per_epoch  # last_epoch counts optimizer steps here
+        return [self.epoch_lr(base, epoch) for base in self.base_lrs]
+
+
 def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer,
-                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step LambdaLR: warm-up over ``round(warmup_epochs * steps_per_epoch)`` steps, then cosine.
+                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """The scheduler of ``train.lr_schedule``: ``epoch`` (:class:`EpochWarmupCosine`) or ``step`` (a LambdaLR
+    of :class:`WarmupCosine`, warm-up over ``round(warmup_epochs * steps_per_epoch)`` steps, then cosine).
 
     Call ``scheduler.step()`` after every optimizer step.
     """
     tr = cfg.train
     if steps_per_epoch < 1:
         raise ValueError(f"an epoch must have at least one optimizer step, got {steps_per_epoch}")
+    if tr.min_lr > 0:  # an absolute final LR replaces the ratio
+        min_factor = tr.min_lr / tr.scaled_lr if tr.scaled_lr > 0 else 0.0
+    else:
+        min_factor = tr.min_lr_ratio
+    if tr.lr_schedule == "epoch":
+        epochs = max(tr.epochs, 1)
+        return EpochWarmupCosine(optimizer, steps_per_epoch, epochs, min(tr.warmup_epochs, epochs), min_factor)
     total = max(tr.epochs * steps_per_epoch, 1)
     warmup = min(round(tr.warmup_epochs * steps_per_epoch), total)
-    min_factor = tr.min_lr / tr.scaled_lr if tr.scaled_lr > 0 else 0.0
     return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(warmup, total, min_factor))
 
 

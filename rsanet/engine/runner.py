@@ -45,15 +45,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def configure_determinism(deterministic: bool) -> None:
-    """Deterministic kernels (bit-exact resume on CPU) or the fastest ones (cuDNN autotuning, TF32)."""
+def configure_determinism(deterministic: bool, tf32: bool = False) -> None:
+    """Deterministic kernels (bit-exact resume on CPU) or the fastest ones (cuDNN autotuning); ``tf32``
+    (``train.tf32``) lets fp32 convolutions and matmuls use TF32 on Ampere and newer GPUs, else they stay
+    plain fp32 (PyTorch alone would use TF32 for cuDNN convolutions)."""
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = not deterministic
-    if torch.cuda.is_available() and not deterministic:
-        torch.set_float32_matmul_precision("high")
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
 
 
 def _build_datasets(cfg: Config, splits: list[str]) -> dict:
@@ -69,10 +71,8 @@ def _check_labels(dataset, split: str) -> None:
 
 
 def _check_pretrained(cfg: Config) -> None:
-    path = cfg.model.pretrained
-    if path and not Path(path).is_file():
-        raise FileNotFoundError(f"model.pretrained: ImageNet weights not found: {path} (see pretrained/README.md, "
-                                "or set model.pretrained=null to train from scratch)")
+    from rsanet.models.pretrained import check_pretrained
+    check_pretrained(cfg.model)  # a missing or unreadable file, an empty offline cache, a width mismatch
 
 
 def prepare_model(cfg: Config, ctx: DistContext, train: bool) -> nn.Module:
@@ -297,7 +297,7 @@ def run_training(cfg: Config, work_dir: str | os.PathLike | None = None, resume:
     _check_labels(datasets[cfg.train.val_split], cfg.train.val_split)
     _check_pretrained(cfg)
     resumed = _resolve_resume(work_dir, resume)
-    configure_determinism(cfg.runtime.deterministic)
+    configure_determinism(cfg.runtime.deterministic, cfg.train.tf32)
     ctx = init_distributed(cfg.runtime.device, cfg.runtime.dist_backend, cfg.runtime.dist_timeout_minutes)
     logger = None
     try:
@@ -351,7 +351,7 @@ def run_test(cfg: Config, checkpoint: str | os.PathLike, work_dir: str | os.Path
     if world != cfg.runtime.world_size:
         validate(cfg, world_size=world)
     dataset = _build_datasets(cfg, [cfg.test.split])[cfg.test.split]
-    configure_determinism(cfg.runtime.deterministic)
+    configure_determinism(cfg.runtime.deterministic, cfg.train.tf32)
     ctx = init_distributed(cfg.runtime.device, cfg.runtime.dist_backend, cfg.runtime.dist_timeout_minutes)
     logger = RunLogger(work_dir, ctx.rank, tensorboard=False, log_name="test.log", jsonl=False)
     try:

@@ -1,5 +1,11 @@
 """ImageNet initialisation of a TSN-ResNet from a torchvision ResNet checkpoint.
 
+``model.pretrained`` is a local file or ``torchvision``: torchvision's ``IMAGENET1K_V1`` weights of the
+model's ResNet (the standard ImageNet weights; ResNet-50's are the ones the authors' code loaded), fetched
+once into the torch hub cache (``$TORCH_HOME/hub/checkpoints``, by default ``~/.cache/torch/hub``) with a
+progress bar and torch.hub's SHA-256 prefix check, and read from there afterwards; offline, a filled cache
+just works, and an empty one is an error that names the file to put where.
+
 Every tensor of the checkpoint is loaded, except the classifier (``fc``) and the 3x3 convs that a transform
 replaced; those are reported as skipped. Any other missing or unexpected key, or a shape mismatch, is an
 error that names the keys (and, for a checkpoint of another depth, says which ResNet it looks like).
@@ -12,11 +18,16 @@ method ... and set the gamma of the last BN to zero") keeps the model's own init
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import pickle
 import re
+import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -24,6 +35,9 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 _MAX_LISTED = 20  # keys named in one error message before "... and N more"
+TORCHVISION = "torchvision"  # model.pretrained value: torchvision's IMAGENET1K_V1 weights of model.arch
+_TV_WEIGHTS = {"resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights", "resnet50": "ResNet50_Weights",
+               "resnet101": "ResNet101_Weights"}  # model.arch -> torchvision weights enum
 
 
 @dataclass
@@ -40,6 +54,91 @@ class PretrainedMismatchError(RuntimeError):
     """The checkpoint does not fit the model (missing/unexpected keys or shape mismatches)."""
 
 
+class PretrainedFileError(ValueError):
+    """``model.pretrained`` names a file that is not a checkpoint of tensors (text, a pickle, ...)."""
+
+
+class PretrainedUnavailableError(FileNotFoundError):
+    """``model.pretrained: torchvision`` with an empty cache and no way to download; says where the file goes."""
+
+
+def torchvision_weights(arch: str) -> tuple[str, Path]:
+    """(URL, cache file) of torchvision's ``IMAGENET1K_V1`` weights for ``arch`` (e.g. ``resnet50``)."""
+    from torchvision.models import get_weight
+
+    if arch not in _TV_WEIGHTS:
+        raise ValueError(f"model.pretrained=torchvision: no torchvision ImageNet weights for {arch}; "
+                         f"model.arch must be one of {sorted(_TV_WEIGHTS)}")
+    url = get_weight(f"{_TV_WEIGHTS[arch]}.IMAGENET1K_V1").url
+    return url, Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+@contextlib.contextmanager
+def _lock(path: Path):
+    """An exclusive lock next to ``path``, so that the processes of one machine download a file only once."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: concurrent downloads are still safe (torch.hub moves a finished file)
+        yield
+        return
+    with open(path.with_name(path.name + ".lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def fetch_torchvision_weights(arch: str, progress: bool = True) -> Path:
+    """The cache file of :func:`torchvision_weights`, downloaded first if it is not there (hash-checked)."""
+    url, dst = torchvision_weights(arch)
+    if dst.is_file():
+        return dst
+    hint = (f"put {url} at {dst} (the torch hub cache; TORCH_HOME moves it), or set model.pretrained to the "
+            "path of that file")
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with _lock(dst):
+            if not dst.is_file():  # another process may have finished it while this one waited
+                log.info("downloading %s to %s", url, dst)
+                match = torch.hub.HASH_REGEX.search(dst.name)
+                torch.hub.download_url_to_file(url, str(dst), match.group(1) if match else None, progress=progress)
+    except Exception as e:  # offline (URLError), a proxy error page (hash mismatch), a read-only cache, ...
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise PretrainedUnavailableError(f"model.pretrained=torchvision: {arch} ImageNet weights are not cached "
+                                         f"and could not be downloaded ({reason}); {hint}") from None
+    return dst
+
+
+def resolve_pretrained(value: str | os.PathLike, arch: str) -> Path:
+    """The file that ``model.pretrained`` (a path or ``torchvision``) stands for; fetches torchvision's."""
+    if str(value) == TORCHVISION:
+        return fetch_torchvision_weights(arch)
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained checkpoint not found: {path} (see pretrained/README.md, use "
+                                "model.pretrained=torchvision, or model.pretrained=null to train from scratch)")
+    return path
+
+
+def check_pretrained(mcfg) -> None:
+    """Fail early (before any process group) on a ``model.pretrained`` that cannot be loaded into ``mcfg``'s
+    model: a missing or unreadable file, torchvision weights that cannot be fetched, or a non-standard width."""
+    if not mcfg.pretrained:
+        return
+    if str(mcfg.pretrained) == TORCHVISION and mcfg.width != 64:
+        raise PretrainedMismatchError(_width_hint("model.pretrained=torchvision", 64, mcfg.width))
+    ckpt = read_state_dict(resolve_pretrained(mcfg.pretrained, mcfg.arch))
+    stem = ckpt.get("conv1.weight")
+    if stem is not None and stem.dim() == 4 and stem.shape[0] != mcfg.width:
+        raise PretrainedMismatchError(_width_hint(f"model.pretrained={mcfg.pretrained}", stem.shape[0], mcfg.width))
+
+
+def _width_hint(source: str, ckpt_width: int, width: int) -> str:
+    return (f"{source} holds a ResNet of width {ckpt_width} (stem channels), but model.width={width}: "
+            f"set model.width={ckpt_width} to use these weights, or model.pretrained=null to train from scratch")
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Tensors of a checkpoint file: a raw state dict or one under ``state_dict``/``model``; ``module.`` stripped.
 
@@ -48,7 +147,19 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pretrained checkpoint not found: {path} (see pretrained/README.md)")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        with warnings.catch_warnings():  # a plain pickle makes torch warn about its protocol before failing
+            warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only load failed" in str(e).lower() and zipfile.is_zipfile(path):  # a torch.save file
+            raise PretrainedFileError(f"{path}: holds Python objects besides tensors, which are not loaded "
+                                      "(weights_only=True); save only its state dict of tensors") from None
+        raise PretrainedFileError(_not_a_checkpoint(path, e)) from None
+    except OSError as e:
+        raise PretrainedFileError(f"{path}: cannot be read ({e})") from None
+    except Exception as e:  # text or other bytes make the unpickler fail in many ways (KeyError, IndexError, ...)
+        raise PretrainedFileError(_not_a_checkpoint(path, e)) from None
     if isinstance(obj, dict):
         for key in ("state_dict", "model"):
             if isinstance(obj.get(key), dict):
@@ -57,6 +168,12 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise PretrainedMismatchError(f"{path}: expected a state dict of tensors, got {type(obj).__name__}")
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}
+
+
+def _not_a_checkpoint(path: Path, error: Exception) -> str:
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return (f"{path}: not a PyTorch checkpoint ({type(error).__name__}: {reason}); model.pretrained must be a "
+            "torchvision ResNet state dict (.pth), or torchvision to fetch one")
 
 
 def describe_resnet(keys) -> str:
@@ -108,8 +225,13 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike, transform_block_i
     """
     if transform_block_init not in ("msra", "pretrained"):
         raise ValueError(f"transform_block_init must be 'msra' or 'pretrained', got {transform_block_init!r}")
-    ckpt = read_state_dict(path)
     own = model.state_dict()
+    if str(path) == TORCHVISION:  # the IMAGENET1K_V1 weights of the model's own depth
+        path = fetch_torchvision_weights(describe_resnet(own).split(" (")[0])
+    ckpt = read_state_dict(path)
+    stem, own_stem = ckpt.get("conv1.weight"), own.get("conv1.weight")
+    if stem is not None and own_stem is not None and stem.dim() == 4 and stem.shape[0] != own_stem.shape[0]:
+        raise PretrainedMismatchError(_width_hint(str(path), stem.shape[0], own_stem.shape[0]))
     replaced = set(getattr(model, "replaced", []))
     blocks = {name.rsplit(".", 1)[0] for name in replaced} if transform_block_init == "msra" else set()
     report = PretrainedReport(path=str(path))

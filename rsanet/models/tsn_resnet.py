@@ -15,7 +15,7 @@ from torch.utils.checkpoint import checkpoint
 from rsanet.config import ModelConfig, TransformConfig
 from rsanet.models.blocks import BasicBlock, Bottleneck
 from rsanet.models.pretrained import load_pretrained
-from rsanet.ops import build_transform
+from rsanet.ops import RSA, build_transform
 
 STAGE_DEPTHS = {
     "resnet18": (BasicBlock, [2, 2, 2, 2]),
@@ -79,7 +79,7 @@ class TSNResNet(nn.Module):
         self.dropout = nn.Dropout(mcfg.dropout)
         self.fc = nn.Linear(in_ch, mcfg.num_classes)
         self.pretrained_report = None
-        init_weights(self)
+        init_weights(self, mcfg.transform.rsa_init, mcfg.classifier_init)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, T, H, W)`` clip -> ``(B*T, C_out)`` pooled per-frame features."""
@@ -128,9 +128,11 @@ def _positions(transform: TransformConfig, depths: list[int]) -> list[list[int]]
     return [list(p) for p in transform.positions]
 
 
-def init_weights(model: TSNResNet) -> None:
-    """MSRA init for the backbone's convs, BN (1, 0), zero gamma on the last BN of every residual block,
-    and a normal(0, 0.001) classifier with zero bias (TSN's choice). Transform modules keep their own init."""
+def init_weights(model: TSNResNet, rsa_init: str = "authors", classifier_init: str = "xavier_uniform") -> None:
+    """MSRA init (fan_out) of the backbone's convs, BN (1, 0), zero gamma on the last BN of every residual
+    block, the RSA layers by ``rsa_init`` (:meth:`rsanet.ops.RSA.reset_parameters`; other transforms keep
+    their own init), and the classifier by ``classifier_init``: ``xavier_uniform`` with zero bias (the
+    authors' code) or ``normal``, N(0, 0.001) with zero bias (TSN's choice)."""
     inside_transform = {id(m) for name in model.replaced for m in model.get_submodule(name).modules()}
     for m in model.modules():
         if id(m) in inside_transform:
@@ -143,8 +145,17 @@ def init_weights(model: TSNResNet) -> None:
     for m in model.modules():
         if isinstance(m, (BasicBlock, Bottleneck)):
             nn.init.zeros_(m.last_bn.weight)
-    nn.init.normal_(model.fc.weight, 0.0, 0.001)
+    if classifier_init == "xavier_uniform":
+        nn.init.xavier_uniform_(model.fc.weight)
+    elif classifier_init == "normal":
+        nn.init.normal_(model.fc.weight, 0.0, 0.001)
+    else:
+        raise ValueError(f"model.classifier_init must be 'xavier_uniform' or 'normal', got {classifier_init!r}")
     nn.init.zeros_(model.fc.bias)
+    if rsa_init != "variance_preserving":  # an RSA layer is built variance-preserving; re-drawing only when the
+        for m in model.modules():  # scheme differs keeps models of that scheme bit-identical to earlier versions
+            if isinstance(m, RSA):
+                m.reset_parameters(rsa_init)
 
 
 def build_model(cfg) -> TSNResNet:

@@ -92,10 +92,9 @@ class RSA(nn.Module):
     kernels; ``G`` (M, C_Q) for the relational context; ``I`` (C_Q, C_Q), initialised to the identity, only
     when the context is basic and relational (the context is then V I + V V^T G).
 
-    Initialisation: MSRA (kaiming normal, fan_in) for the projections; the other factors are zero-mean
-    normal with a variance chosen so that, for unit-norm q, k, v of random direction, every factor keeps
-    the expected squared norm of its input (at init each query's output has a squared norm of order one):
-    P1 ~ N(0, 1/D), H1 ~ N(0, C_Q / (D*M)), H2 ~ N(0, 1/M), G ~ N(0, 1/(M + C_Q)); I = identity.
+    Initialisation (:meth:`reset_parameters`): a layer built on its own starts ``"variance_preserving"``;
+    a model built from a config re-initialises it by ``model.transform.rsa_init``, whose default,
+    ``"authors"``, is what the authors' code gives. The method's doc gives both schemes.
 
     Kernel taps (for visualisation, via forward hooks): ``tap_basic_kernel`` sees u_V = q P1^T and
     ``tap_relational_kernel`` sees u_R = q (K (*) r(H1)), each (B, L, D, T, H, W) before striding;
@@ -156,21 +155,47 @@ class RSA(nn.Module):
         return term in (self.kernel_terms if part == "kernel" else self.context_terms)
 
     @torch.no_grad()
-    def reset_parameters(self) -> None:
-        """MSRA init of the projections; variance-preserving normal init of P1, H1, H2, G; I = identity."""
-        for conv in (self.query, self.key, self.value):
+    def reset_parameters(self, scheme: str = "variance_preserving") -> None:
+        """Initialise every factor; ``I`` is the identity under both schemes.
+
+        ``"authors"``: what the authors' code gives. Their ResNet re-initialises every Conv3d with
+        ``kaiming_normal_(mode="fan_out", nonlinearity="relu")``, i.e. N(0, 2 / fan_out) over *their* shapes:
+        q, k and v are one stacked 1x1x1 conv with (L + 2) C_Q outputs ((L + 1) C_Q without the key), so all
+        three get std sqrt(2 / ((L + 2) C_Q)); H1 is a conv with C_Q * D outputs over the M window taps
+        (groups = C_Q), std sqrt(2 / (C_Q D M)); H2 (D outputs) sqrt(2 / (D M)); G (C_Q outputs)
+        sqrt(2 / (C_Q M)); and ``P1 = randn * sqrt(1 / (M D))``. With G < C_Q correlation groups (a shape
+        their code cannot build), H1 takes the fan_out of the equivalent grouped conv, sqrt(2 / (G D M)).
+
+        ``"variance_preserving"``: MSRA fan_in for the projections; the other factors are zero-mean normal
+        with a variance chosen so that, for unit-norm q, k, v of random direction, every factor keeps the
+        expected squared norm of its input: P1 ~ N(0, 1/D), H1 ~ N(0, C_Q / (D M)), H2 ~ N(0, 1/M),
+        G ~ N(0, 1/(M + C_Q)).
+        """
+        stds = self.init_stds(scheme)
+        for name, conv in (("query", self.query), ("key", self.key), ("value", self.value)):
             if conv is not None:
-                nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
-        cq, d, m = self.head_dim, self.latent_dim, self.window
-        if self.P1 is not None:
-            nn.init.normal_(self.P1, std=(1.0 / d) ** 0.5)
-        if self.H1 is not None:
-            nn.init.normal_(self.H1, std=(cq / (d * m)) ** 0.5)
-        nn.init.normal_(self.H2, std=(1.0 / m) ** 0.5)
-        if self.G is not None:
-            nn.init.normal_(self.G, std=(1.0 / (m + cq)) ** 0.5)
+                nn.init.normal_(conv.weight, std=stds[name])
+        for name in ("P1", "H1", "H2", "G"):
+            param = getattr(self, name)
+            if param is not None:
+                nn.init.normal_(param, std=stds[name])
         if self.I is not None:
-            self.I.copy_(torch.eye(cq))
+            self.I.copy_(torch.eye(self.head_dim))
+
+    def init_stds(self, scheme: str = "variance_preserving") -> dict[str, float]:
+        """Standard deviation of each factor under ``scheme`` (see :meth:`reset_parameters`)."""
+        cq, d, m, g, L = self.head_dim, self.latent_dim, self.window, self.groups, self.queries
+        if scheme == "authors":
+            stacked = (L + 1 + (self.key is not None)) * cq  # outputs of their one q/k/v projection
+            proj = math.sqrt(2.0 / stacked)
+            return {"query": proj, "key": proj, "value": proj, "P1": math.sqrt(1.0 / (m * d)),
+                    "H1": math.sqrt(2.0 / (g * d * m)), "H2": math.sqrt(2.0 / (d * m)), "G": math.sqrt(2.0 / (cq * m))}
+        if scheme == "variance_preserving":
+            # the same float expressions as before the schemes existed, so that the values stay bit-identical
+            fan_in = math.sqrt(2.0) / math.sqrt(self.in_channels)  # kaiming_normal_(mode="fan_in"), relu gain
+            return {"query": fan_in, "key": fan_in, "value": fan_in, "P1": (1.0 / d) ** 0.5,
+                    "H1": (cq / (d * m)) ** 0.5, "H2": (1.0 / m) ** 0.5, "G": (1.0 / (m + cq)) ** 0.5}
+        raise ValueError(f"unknown RSA init scheme {scheme!r}; choose 'authors' or 'variance_preserving'")
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, queries={self.queries}, "

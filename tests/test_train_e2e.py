@@ -53,7 +53,8 @@ def test_training_learns_and_writes_its_outputs(tmp_path):
     # Full-batch training on 8 clips without augmentation: the loss must fall (memorisation).
     cfg = tiny_cfg("data.scales=[1.0]", "data.flip=none", "model.dropout=0.0", "model.stochastic_depth=0.0",
                    "train.batch_size=8", "train.lr=3.2", "train.label_smoothing=0.0", "train.epochs=8",
-                   "train.eval_every=4", "runtime.tensorboard=true")
+                   "train.eval_every=4", "runtime.tensorboard=true",
+                   "model.classifier_init=normal")  # near-zero logits: the first loss is at chance
     summary = run_training(cfg, tmp_path / "w")
     losses = [r["loss"] for r in train_records(tmp_path / "w")]
     assert len(losses) == 8 and all(math.isfinite(x) for x in losses)
@@ -195,10 +196,11 @@ def test_resume_with_another_batch_continues_the_schedule(tmp_path):
     # Epoch 1 with 4 clips per step (2 steps), then resumed with 2 clips per step (4 steps per epoch), as after
     # a change of the number of GPUs: training continues at epoch 2 with the LR of epoch 2 of the new schedule.
     w = tmp_path / "w"
-    run_training(tiny_cfg("train.epochs=2", "train.eval_every=2"), w, stop_after=3)
+    step = ("train.lr_schedule=step", "train.min_lr_ratio=0")  # the per-step schedule, whose values are below
+    run_training(tiny_cfg("train.epochs=2", "train.eval_every=2", *step), w, stop_after=3)
     assert torch.load(w / "last.pth", weights_only=True)["epoch"] == 1
     start = len((w / "metrics.jsonl").read_text().splitlines())
-    cfg = tiny_cfg("train.epochs=2", "train.eval_every=2", "train.batch_size=2")
+    cfg = tiny_cfg("train.epochs=2", "train.eval_every=2", "train.batch_size=2", *step)
     run_training(cfg, w, resume="auto")
     after = train_records(w, start)
     assert [r["epoch"] for r in after] == [2] * 4

@@ -217,7 +217,8 @@ def _transform_block(key: str, blocks: set[str]) -> str | None:
 
 
 def load_pretrained(model: nn.Module, path: str | os.PathLike, transform_block_init: str = "msra") -> PretrainedReport:
-    """Copy the torchvision ResNet weights at ``path`` into ``model`` (a :class:`TSNResNet`), strictly.
+    """Copy the torchvision ResNet weights at ``path`` (or, for ``"torchvision"``, the cached IMAGENET1K_V1
+    weights of the model's depth) into ``model`` (a :class:`TSNResNet`), strictly.
 
     Skipped (and reported): ``fc`` and the convs listed in ``model.replaced``. They keep their own init.
     With ``transform_block_init="msra"`` the other layers of the blocks holding those convs keep their own

@@ -86,6 +86,10 @@ class DataConfig:
     frame_start: int = 1  # index of the first frame file on disk (SS-V1 starts at 00001.jpg)
     video_ext: str = ""  # video file extension, '' means the dataset's default (webm for SS-V2, mp4 otherwise)
     sampler: Literal["segment", "dense"] = "segment"  # TSN segment sampling, or dense sampling
+    # segment_rule (rsanet/data/sampling.py): tsm = the authors' code (ops/dataset.py, the TSN/TSM rule: train
+    # i*(n//T) + randint(n//T), test int(tick/2 + tick*i); frame 0 only when n < T in training, n <= T at test);
+    # uniform = our choice, segments spread over all n frames
+    segment_rule: Literal["tsm", "uniform"] = "tsm"  # where the segments lie: tsm (authors' code) or uniform (ours)
     dense_stride: int = 2  # frame step of the dense sampler
     resize: list[int] = field(default_factory=lambda: [240, 320])  # frames are resized to H x W first
     crop_size: int = 224  # side of the square crop fed to the model

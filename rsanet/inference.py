@@ -122,7 +122,7 @@ def single_video_dataset(cfg: Config, path: str | os.PathLike, classes: Sequence
         decoder = build_decoder(backend, path.parent, d.frame_template, d.frame_start)
         record = VideoRecord(path=path.name, num_frames=0, video_id=str(path))
     sampler = ClipSampler(cfg.model.num_segments, train=False, num_clips=cfg.test.clips, kind=d.sampler,
-                          dense_stride=d.dense_stride)
+                          dense_stride=d.dense_stride, segment_rule=d.segment_rule)
     return VideoDataset([record], decoder, sampler, build_transform(cfg, classes, train=False), classes,
                         train=False, crops=cfg.test.crops, decode_timeout=d.decode_timeout)
 

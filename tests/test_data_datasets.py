@@ -2,7 +2,8 @@
 annotations) through the real parsers, decoders, sampler and transforms; bad samples; check_dataset.py.
 
 Frame k of every generated video is uniformly gray at level 8 + 12 k, so the decoded clip tells which
-frames were sampled; the expected indices come from the literal segment formula, not from the sampler.
+frames were sampled; the expected indices come from the literal segment formulas (the authors' tsm rule, the
+default, and our uniform rule), not from the sampler.
 """
 import importlib.util
 import json
@@ -35,9 +36,16 @@ def names(dataset):
 
 
 def centre(n, t, clip=0, clips=1):
-    """Literal TSN test indices: floor((i + f) n / T), f = (1/2 + c/K) mod 1."""
+    """Literal uniform-rule test indices: floor((i + f) n / T), f = (1/2 + c/K) mod 1."""
     f = (Fraction(1, 2) + Fraction(clip, clips)) % 1
     return [floor((i + f) * n / t) for i in range(t)]
+
+
+def authors_centre(n, t, clip=0, clips=1):
+    """Literal tsm-rule test indices: int(tick (i + f)) with tick = n / T when n > T, else all 0."""
+    f = (0.5 + clip / clips) % 1.0
+    tick = n / t
+    return [int(tick * f + tick * i) for i in range(t)] if n > t else [0] * t
 
 
 def frame_ids(clip):
@@ -127,13 +135,15 @@ def test_ssv1_frames_end_to_end(media):
         assert item["clip"].shape == (3, 8, 32, 32) and item["clip"].dtype == torch.float32
         assert (item["label"], item["index"], item["video"], item["view"], item["replaced"]) == \
             (names("ssv1").index(cls), i, i, 0, 0)
-        assert frame_ids(item["clip"]) == centre(n, 8)  # includes the 5-frame video (repeats frames)
+        assert frame_ids(item["clip"]) == authors_centre(n, 8)  # the 5-frame video: frame 0 only
+    uniform = build(media, "ssv1", "frames", "val", ["data.segment_rule=uniform"])
+    assert [frame_ids(uniform[i]["clip"]) for i in range(3)] == [centre(n, 8) for n, _ in SSV1.values()]
     train = build(media, "ssv1", "frames", "train")
     torch.manual_seed(0)
     for _ in range(3):
         item = train[2]
         ids, n = frame_ids(item["clip"]), SSV1["103"][0]
-        assert all(i * n // 8 <= k < (i + 1) * n // 8 for i, k in enumerate(ids))
+        assert all(i * (n // 8) <= k < (i + 1) * (n // 8) for i, k in enumerate(ids))  # frames 16..19 unused
         assert item["label"] == names("ssv1").index("Putting something upright on the table")
     test = build(media, "ssv1", "frames", "test")
     assert [test[i]["label"] for i in range(3)] == [-1, -1, -1]
@@ -149,17 +159,18 @@ def test_ssv2_webm_multi_view(media):
         n, _, template = SSV2[vid]
         assert (item["video"], item["view"], item["index"], item["replaced"]) == (video, view, index, 0)
         assert item["label"] == names("ssv2").index(template.replace("[", "").replace("]", ""))
-        assert frame_ids(item["clip"]) == centre(n, 8, view // 3, 2), (vid, view)
+        assert frame_ids(item["clip"]) == authors_centre(n, 8, view // 3, 2), (vid, view)
     assert [build(media, "ssv2", "video", "test")[i]["label"] for i in range(3)] == [-1, -1, -1]
 
 
 def test_diving48_trimmed_mp4(media):
-    ds = build(media, "diving48", "video", "val", ["model.num_segments=16"])
+    uniform = ["model.num_segments=16", "data.segment_rule=uniform"]  # 12 < 16 frames: tsm would show frame 0
+    ds = build(media, "diving48", "video", "val", uniform)
     a, b = ds[0], ds[1]
     assert frame_ids(a["clip"]) == [4 + k for k in centre(12, 16)]  # frames 4..15 only (end exclusive)
     assert frame_ids(b["clip"]) == centre(9, 16)
     assert (a["label"], b["label"]) == (3, 47) and ds.classes == names("diving48")
-    train = build(media, "diving48", "video", "train", ["model.num_segments=16"])
+    train = build(media, "diving48", "video", "train", uniform)
     for _ in range(3):
         assert all(4 <= k < 16 for k in frame_ids(train[0]["clip"]))
 
@@ -188,7 +199,7 @@ def test_list_file_of_frame_folders(media, tmp_path):
     lst.write_text("101 12 3\n102 40 5\n")  # 102 has 5 frames on disk: the real count wins
     extra = ["data.dataset=list", f"data.val_annotations={lst}", f"data.label_file={DATA / 'ssv1' / 'classes.txt'}"]
     ds = build(media, "ssv1", "frames", "val", extra)
-    assert frame_ids(ds[0]["clip"]) == centre(12, 8) and frame_ids(ds[1]["clip"]) == centre(5, 8)
+    assert frame_ids(ds[0]["clip"]) == authors_centre(12, 8) and frame_ids(ds[1]["clip"]) == authors_centre(5, 8)
     assert (ds[0]["label"], ds[1]["label"]) == (3, 5)
 
 

@@ -14,6 +14,7 @@ TINY = [
     "data.dataset=synthetic", "data.synthetic_classes=2", "data.synthetic_frames=4", "data.synthetic_seed=0",
     "data.synthetic_resolution=[32,32]", "data.resize=[32,32]", "data.crop_size=32", "data.scales=[1.0]",
     "data.flip=none", "data.num_workers=0", "data.train_size=768", "data.val_size=160",
+    "data.segment_rule=uniform",  # as configs/synthetic: n = T, where tsm tests on frame 0 only
     "train.batch_size=16", "train.lr=0.2", "train.epochs=8", "train.warmup_epochs=0.5", "train.label_smoothing=0.0",
     "train.eval_every=8", "test.batch_size=32", "runtime.seed=0", "runtime.tensorboard=false",
     "runtime.progress=false", "runtime.checkpoint_interval=0", "runtime.keep_epoch_checkpoints=0",

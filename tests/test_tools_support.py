@@ -26,7 +26,8 @@ def tiny_config(kind: str = "rsa") -> dict:
                   "stochastic_depth": 0.0, "pretrained": None, "transform": transform},
         "data": {"dataset": "synthetic", "train_size": 8, "val_size": 4, "synthetic_frames": SEGMENTS,
                  "synthetic_resolution": [SIZE, SIZE], "synthetic_classes": CLASSES, "resize": [SIZE, SIZE],
-                 "crop_size": SIZE, "scales": [1.0], "flip": "none", "num_workers": 0, "pin_memory": False},
+                 "crop_size": SIZE, "scales": [1.0], "flip": "none", "num_workers": 0, "pin_memory": False,
+                 "segment_rule": "uniform"},  # as configs/synthetic: n = T, where tsm tests on frame 0 only
         "train": {"epochs": 1, "warmup_epochs": 0.0, "lr": 0.4, "batch_size": 8, "eval_every": 1},
         "test": {"split": "val", "batch_size": 8},
         "runtime": {"device": "cpu", "progress": False, "tensorboard": False, "checkpoint_interval": 0},

@@ -240,6 +240,6 @@ def build_dataset(cfg, split: str) -> VideoDataset:
             raise ValueError(f"model.num_classes={cfg.model.num_classes}, but data.label_file "
                              f"({cfg.data.label_file or 'list classes'}) defines {len(classes)} classes")
     sampler = ClipSampler(cfg.model.num_segments, train, 1 if train else cfg.test.clips, cfg.data.sampler,
-                          cfg.data.dense_stride)
+                          cfg.data.dense_stride, cfg.data.segment_rule)
     return VideoDataset(records, decoder, sampler, build_transform(cfg, classes, train), classes, train,
                         crops=cfg.test.crops, decode_timeout=cfg.data.decode_timeout, dropped=dropped)

@@ -67,7 +67,7 @@ class ModelConfig:
     dropout: float = 0.3  # dropout before the classifier
     stochastic_depth: float = 0.2  # final drop rate of the residual branch, linear over blocks
     pretrained: Optional[str] = None  # path to a torchvision ImageNet ResNet state dict (.pth)
-    init_from: Optional[str] = None  # fine-tune from this video checkpoint (ours or the authors' .pth.tar): every tensor is loaded, a classifier of another class count re-initialized; optimizer, epoch and schedule start fresh (our choice; replaces `pretrained`)
+    init_from: Optional[str] = None  # fine-tune from a video checkpoint (ours or the authors' .pth.tar); fresh optimizer/schedule (our choice)
     transform_block_init: Literal["msra", "pretrained"] = "msra"  # other layers of a block holding a transform: msra (paper) or copied from `pretrained`
     checkpoint_rsa: bool = False  # activation checkpointing of the blocks that hold a transform (saves memory)
     transform: TransformConfig = field(default_factory=TransformConfig)  # the spatio-temporal transform

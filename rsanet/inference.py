@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -56,16 +56,20 @@ def resolve_config(config: Optional[str | os.PathLike], checkpoint: str | os.Pat
     return config_from_dict(data, source=f"config stored in {checkpoint}", world_size=1)
 
 
-def load_model(cfg: Config, checkpoint: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+def load_model(cfg: Config, checkpoint: str | os.PathLike, device: str | torch.device = "cpu",
+               announce: Optional[Callable[[str], None]] = None) -> nn.Module:
     """``build_model(cfg)`` with the weights of ``checkpoint`` (ours, a bare state dict, or the authors'
     ``.pth.tar``, converted), in eval mode.
 
     ``model.pretrained`` and ``model.init_from`` are ignored: every weight comes from the checkpoint. Raises
     :class:`~rsanet.engine.checkpoint.CheckpointError` naming the file when the weights do not fit the config.
+    ``announce`` (e.g. a print to stderr) is told when the file was converted from the authors' format.
     """
     from rsanet.models import build_model
 
     weights = read_model_weights(checkpoint)
+    if weights.kind == "authors" and announce is not None:
+        announce(weights.describe())
     cfg = copy.deepcopy(cfg)
     cfg.model.pretrained = cfg.model.init_from = None
     model = build_model(cfg)

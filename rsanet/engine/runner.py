@@ -242,7 +242,8 @@ def _setup(cfg: Config, ctx: DistContext, work_dir: Path, datasets: dict, resume
 def _init_from(net: nn.Module, cfg: Config, logger: RunLogger) -> None:
     """``model.init_from``: start from a video checkpoint's weights (optimizer, epoch, schedule stay fresh)."""
     report = init_from_checkpoint(net, cfg.model.init_from, cfg.model)
-    logger.info(f"model.init_from: loaded {len(report.loaded)} tensors from {report.path} ({report.kind} checkpoint)"
+    kind = {"authors": "authors' format", "rsanet": "RSANet checkpoint", "state_dict": "state dict"}[report.kind]
+    logger.info(f"model.init_from: loaded {len(report.loaded)} tensors from {report.path} ({kind})"
                 + (f"; re-initialized {', '.join(report.reinitialized)} ({report.reason})" if report.reinitialized
                    else "; every tensor loaded") + (" instead of model.pretrained" if cfg.model.pretrained else ""))
 

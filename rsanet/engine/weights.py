@@ -89,7 +89,8 @@ def _fit_problem(weights: ModelWeights, mcfg: ModelConfig, ignore: tuple[str, ..
     mismatches = [m for m in model_mismatches(weights.inferred, mcfg) if m[0] not in ignore]
     if not mismatches:
         return None
-    keys = "; ".join(f"{key} is {yaml_flow(have)}, the checkpoint has {yaml_flow(want)}" for key, have, want in mismatches)
+    keys = "; ".join(f"{key} is {yaml_flow(have)}, the checkpoint has {yaml_flow(want)}"
+                     for key, have, want in mismatches)
     return f"{keys}. To use it, set --opts {format_overrides(mismatches)}"
 
 
@@ -133,9 +134,9 @@ def init_from_checkpoint(model: nn.Module, path: str | os.PathLike, mcfg: ModelC
                               f"({describe(weights.inferred)}): {problem}")
     own, theirs = model.state_dict(), weights.state
     # another class count: the classifier (weight (K, C) and bias (K,)) keeps the model's own init
-    swap = list(_CLASSIFIER) if all(k in own and k in theirs for k in _CLASSIFIER) and \
-        own["fc.weight"].shape[1:] == theirs["fc.weight"].shape[1:] and own["fc.bias"].shape != theirs["fc.bias"].shape \
-        else []
+    both = all(k in own and k in theirs for k in _CLASSIFIER)
+    swap = list(_CLASSIFIER) if both and own["fc.weight"].shape[1:] == theirs["fc.weight"].shape[1:] and \
+        own["fc.bias"].shape != theirs["fc.bias"].shape else []
     missing = [k for k in own if k not in theirs]
     unexpected = [k for k in theirs if k not in own]
     wrong = [f"{k} {tuple(theirs[k].shape)} (model {tuple(own[k].shape)})" for k in own

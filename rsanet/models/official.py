@@ -63,7 +63,7 @@ __all__ = ["AUTHORS_PREFIX", "AuthorsFormatError", "is_authors_state", "head_maj
 AUTHORS_PREFIX = "module.base_model."  # their backbone: DataParallel -> TSN.base_model
 _NEW_FC = "module.new_fc."  # their classifier when trained with dropout > 0
 _FC1 = "fc1."  # their classifier (under the backbone prefix) when trained without dropout
-_RSA_KEYS = ("projection.weight", "P1", "H1.weight", "H2.weight", "G.weight", "I")
+_RSA_KEYS = ("P1", "I", "projection.weight", "H1.weight", "H2.weight", "G.weight")  # their state-dict order
 _BN_KEYS = ("weight", "bias", "running_mean", "running_var")
 _ARCHS = {(3, 4, 6, 3): "resnet50", (3, 4, 23, 3): "resnet101"}  # bottleneck depths -> model.arch
 AUTHORS_L2_EPS = 1e-6  # their L2norm: x / sqrt(sum x^2 + 1e-6) (ops/rsa.py)
@@ -307,12 +307,12 @@ def authors_to_native(state: Mapping[str, torch.Tensor]) -> tuple[dict, dict]:
              "transform": _infer_transform(specs, depths)}
     if not any(k.startswith(_NEW_FC) for k in state):
         model["dropout"] = 0.0  # fc1 is their classifier only when they trained without dropout
-    _check_against_model(out, model)
-    return out, model
+    return _check_against_model(out, model), model
 
 
-def _check_against_model(state: Mapping[str, torch.Tensor], model: dict) -> None:
-    """Every tensor of ``state`` must be one of a model built from ``model`` (config keys), with its shape."""
+def _check_against_model(state: Mapping[str, torch.Tensor], model: dict) -> dict:
+    """``state`` in the order of a model built from ``model`` (config keys), whose tensors (and their shapes)
+    it must hold exactly."""
     from rsanet.config import config_from_dict
     from rsanet.models.tsn_resnet import TSNResNet
 
@@ -327,6 +327,7 @@ def _check_against_model(state: Mapping[str, torch.Tensor], model: dict) -> None
         problems = [f"{what}: {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}"
                     for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape", wrong)) if keys]
         raise AuthorsFormatError("not the network of the authors' code (" + "; ".join(problems) + ")")
+    return {k: state[k] for k in own}
 
 
 def native_to_authors(state: Mapping[str, torch.Tensor], mcfg: ModelConfig) -> dict:
@@ -348,18 +349,25 @@ def native_to_authors(state: Mapping[str, torch.Tensor], mcfg: ModelConfig) -> d
             raise AuthorsFormatError(f"model.transform.positions={t.positions}: the authors' code never places "
                                      "RSA in block 0 of a stage")
     body = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    out = {}
+    layers = {}  # "layerS.B.conv2." -> their tensors of that RSA layer
     for block in blocks:
         prefix = f"{block}.conv2."
-        ours = {k[len(prefix):]: body.pop(k) for k in [k for k in body if k.startswith(prefix)]}
+        ours = {k[len(prefix):]: v for k, v in body.items() if k.startswith(prefix)}
         theirs = rsa_to_authors(ours, t.kernel_size, f"{block}.conv2")
-        out.update({AUTHORS_PREFIX + prefix + k: v for k, v in theirs.items()})
+        layers[prefix] = {k: theirs[k] for k in _RSA_KEYS if k in theirs}  # in their module order
         cq = ours["value.weight"].shape[0]
         inv = torch.argsort(head_major_permutation(ours["query.weight"].shape[0] // cq, cq))
         for k in _BN_KEYS:
             body[f"{block}.bn2.{k}"] = body[f"{block}.bn2.{k}"][inv]
         body[f"{block}.conv3.weight"] = body[f"{block}.conv3.weight"][:, inv]
-    for key, value in body.items():
+    out = {}
+    for key, value in body.items():  # our module order, which is theirs
+        layer = next((p for p in layers if key.startswith(p)), None)
+        if layer is not None:
+            out.update({AUTHORS_PREFIX + layer + k: v for k, v in layers.pop(layer).items()})
+            continue
+        if layer is None and any(key.startswith(p) for p in (f"{b}.conv2." for b in blocks)):
+            continue  # the rest of an RSA layer already written
         if value.dim() == 4:  # Conv2d weight -> Conv3d with temporal size 1
             value = value.unsqueeze(2)
         out[AUTHORS_PREFIX + key] = value.clone()

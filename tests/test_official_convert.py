@@ -118,6 +118,7 @@ def test_rewrites_towards_their_format_keep_the_outputs(opts):
     (["model.transform.norm=none"], "norm=none"),
     (["model.transform.positions=[[0],[],[],[]]"], "block 0"),
     (["model.transform.type=conv3d"], "conv3d"),
+    (["model.transform.kernel_size=[2,3,3]"], "odd sizes"),
 ])
 def test_what_their_code_cannot_express_is_refused(opts, match):
     cfg = tiny(*opts)

@@ -17,6 +17,7 @@ import sys
 
 import rsanet  # noqa: F401  (before any torchvision import)
 from rsanet.config import ConfigError, load_config, parse_overrides
+from rsanet.models.official import AUTHORS_L2_EPS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -67,6 +68,10 @@ def main(argv=None) -> int:
     else:
         print(f"wrote {args.output}: authors' format (KimManjin/RSA) converted from {args.input}; give their "
               f"scripts the number of frames of this model: {frames}")
+        eps = cfg.model.transform.l2_eps
+        if cfg.model.transform.type == "rsa" and eps != AUTHORS_L2_EPS:
+            print(f"note: their RSA normalizes q, k, v as x / sqrt(|x|^2 + {AUTHORS_L2_EPS:g}); this model used "
+                  f"model.transform.l2_eps={eps:g}: the outputs differ only where q, k or v is nearly zero")
     return 0
 
 

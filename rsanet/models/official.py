@@ -267,8 +267,9 @@ def _convert_backbone(body: dict, rsa_blocks: list[str]) -> tuple[dict, dict]:
     for block in rsa_blocks:
         prefix = f"{block}.conv2."
         theirs = {k[len(prefix):]: body.pop(k) for k in [k for k in body if k.startswith(prefix)]}
-        planes = body[f"{block}.bn2.weight"].shape[0] if f"{block}.bn2.weight" in body else 0
-        ours, spec = rsa_from_authors(theirs, planes, f"{block}.conv2")
+        if any(f"{block}.{k}" not in body for k in [f"bn2.{b}" for b in _BN_KEYS] + ["conv3.weight"]):
+            raise AuthorsFormatError(f"{block}: an RSA layer outside a bottleneck (no bn2/conv3 after it)")
+        ours, spec = rsa_from_authors(theirs, body[f"{block}.bn2.weight"].shape[0], f"{block}.conv2")
         out.update({prefix + k: v for k, v in ours.items()})
         specs[block] = spec
         perm = head_major_permutation(spec.queries, spec.cq)
@@ -348,6 +349,9 @@ def native_to_authors(state: Mapping[str, torch.Tensor], mcfg: ModelConfig) -> d
         if any(name.endswith(".0") for name in blocks):
             raise AuthorsFormatError(f"model.transform.positions={t.positions}: the authors' code never places "
                                      "RSA in block 0 of a stage")
+        if any(k % 2 == 0 for k in t.kernel_size):
+            raise AuthorsFormatError(f"model.transform.kernel_size={t.kernel_size}: the authors' layer pads k//2 "
+                                     "on both sides, which only works for odd sizes")
     body = {k: v for k, v in state.items() if not k.startswith("fc.")}
     layers = {}  # "layerS.B.conv2." -> their tensors of that RSA layer
     for block in blocks:

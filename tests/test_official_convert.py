@@ -266,3 +266,18 @@ def test_convert_tool_refuses_a_model_their_code_cannot_build(authors_file, tmp_
     code = load_tool("convert_checkpoint").main([str(native), str(tmp_path / "x.pth.tar"), "--to", "official"])
     assert code == 1 and "64-wide ResNet-50" in capsys.readouterr().err
     assert not (tmp_path / "x.pth.tar").exists()
+
+
+def test_rsa_l2_eps_is_the_authors_norm_and_the_reference_follows_it():
+    """model.transform.l2_eps > 0 normalizes as x / sqrt(|x|^2 + eps) in the fast layer and in the literal Eq. 11
+    reference alike; on inputs with near-zero q, k, v it differs from the default norm."""
+    from rsanet.ops import RSA, rsa_reference
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 8, 3, 4, 5, dtype=torch.float64) * 1e-3  # tiny features: the eps matters
+    layer = RSA(8, 8, kernel_size=(3, 3, 3), queries=2, l2_eps=1e-6).double()
+    with torch.no_grad():
+        fast, ref = layer(x), rsa_reference(layer, x)
+        assert torch.allclose(fast, ref, rtol=1e-10, atol=1e-12)
+        layer.l2_eps = 0.0
+        assert (layer(x) - fast).abs().max() > 1e-2 * fast.abs().max()

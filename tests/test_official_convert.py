@@ -281,3 +281,14 @@ def test_rsa_l2_eps_is_the_authors_norm_and_the_reference_follows_it():
         assert torch.allclose(fast, ref, rtol=1e-10, atol=1e-12)
         layer.l2_eps = 0.0
         assert (layer(x) - fast).abs().max() > 1e-2 * fast.abs().max()
+
+
+def test_our_checkpoint_of_another_config_names_the_keys(tmp_path):
+    """A checkpoint of ours that does not fit the config: the error lists the stored config's differing keys."""
+    cfg = tiny("model.transform.kernel_size=[1,3,3]", "model.num_classes=7")
+    path = tmp_path / "best.pth"
+    torch.save({"model": build_model(cfg).state_dict(), "config": config_to_dict(cfg)}, path)
+    with pytest.raises(CheckpointError, match=re.escape("model.num_classes=7 model.transform.kernel_size=[1,3,3]")):
+        load_model(tiny(), path)
+    with pytest.raises(CheckpointError, match=re.escape("model.transform.kernel_size=[1,3,3]")):
+        init_from_checkpoint(build_model(tiny()), path, tiny().model)

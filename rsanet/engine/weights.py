@@ -94,6 +94,20 @@ def _fit_problem(weights: ModelWeights, mcfg: ModelConfig, ignore: tuple[str, ..
     return f"{keys}. To use it, set --opts {format_overrides(mismatches)}"
 
 
+def _stored_hint(weights: ModelWeights, mcfg: ModelConfig) -> str:
+    """For our checkpoints that store their config: the model keys in which it differs from ``mcfg``."""
+    stored = (weights.config or {}).get("model")
+    if not stored:
+        return ""
+    try:
+        mismatches = model_mismatches(stored, mcfg)
+    except (KeyError, TypeError):  # a config of an older layout
+        return ""
+    if not mismatches:
+        return ""
+    return f" (it was trained with --opts {format_overrides(mismatches)})"
+
+
 def load_model_weights(model: nn.Module, weights: ModelWeights, mcfg: ModelConfig) -> None:
     """Load ``weights`` into ``model`` (built from ``mcfg``), strictly; :class:`CheckpointError` names the file
     and, for the authors' files, the config keys that would fit."""
@@ -105,8 +119,8 @@ def load_model_weights(model: nn.Module, weights: ModelWeights, mcfg: ModelConfi
         model.load_state_dict(weights.state)
     except RuntimeError as e:
         detail = " ".join(str(e).split())[:600]
-        raise CheckpointError(f"{weights.path} does not fit the model of this config (was it trained with another "
-                              f"config?): {detail}") from None
+        raise CheckpointError(f"{weights.path} does not fit the model of this config{_stored_hint(weights, mcfg)}: "
+                              f"{detail}") from None
 
 
 @dataclass
@@ -144,8 +158,8 @@ def init_from_checkpoint(model: nn.Module, path: str | os.PathLike, mcfg: ModelC
     if missing or unexpected or wrong:
         parts = [f"{what} ({len(keys)}): {_listed(keys)}" for what, keys in
                  (("missing", missing), ("unexpected", unexpected), ("shape mismatches", wrong)) if keys]
-        raise CheckpointError(f"model.init_from: {weights.path} does not fit the model of this config: "
-                              + "; ".join(parts))
+        raise CheckpointError(f"model.init_from: {weights.path} does not fit the model of this config"
+                              f"{_stored_hint(weights, mcfg)}: " + "; ".join(parts))
     report = InitReport(str(weights.path), weights.kind)
     with torch.no_grad():
         for key, value in theirs.items():

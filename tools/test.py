@@ -8,7 +8,7 @@
 The authors' released checkpoints (KimManjin/RSA .pth.tar) are read directly (converted on the fly; their
 file does not store T, the config does):
 
-    python tools/test.py --config configs/ssv2_rsa_16f.yaml --checkpoint resnet_rgb_model_best.pth.tar \
+    python tools/test.py --config configs/ssv2_rsa_16f.yaml --checkpoint resnet_rgb_model_best.pth.tar \\
         --opts model.transform.l2_eps=1.0e-6
 
 Writes test_metrics.json (top1, top5, mean_class_accuracy in percent, num_videos, views) and scores.npz (per

@@ -292,3 +292,14 @@ def test_our_checkpoint_of_another_config_names_the_keys(tmp_path):
         load_model(tiny(), path)
     with pytest.raises(CheckpointError, match=re.escape("model.transform.kernel_size=[1,3,3]")):
         init_from_checkpoint(build_model(tiny()), path, tiny().model)
+
+
+def test_convert_tool_says_which_direction_fits_the_input(authors_file, tmp_path, capsys):
+    path, cfg, model = authors_file
+    tool = load_tool("convert_checkpoint")
+    assert tool.main([str(path), str(tmp_path / "x.pth.tar"), "--to", "official"]) == 1
+    assert "already an authors' checkpoint" in capsys.readouterr().err
+    native = tmp_path / "ours.pth"
+    torch.save({"model": model.state_dict(), "config": config_to_dict(cfg)}, native)
+    assert tool.main([str(native), str(tmp_path / "y.pth")]) == 1
+    assert "pass --to official" in capsys.readouterr().err

@@ -39,7 +39,7 @@ def _config(args, weights):
     from rsanet.inference import resolve_config
 
     if args.to == "official":
-        return resolve_config(args.config, args.input, args.opts)
+        return None if weights.kind == "authors" else resolve_config(args.config, args.input, args.opts)
     if args.config is not None:
         return load_config(args.config, args.opts, world_size=1)
     if weights.kind != "authors" or "num_segments" not in parse_overrides(args.opts).get("model", {}):

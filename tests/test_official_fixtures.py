@@ -16,6 +16,7 @@ from rsanet.config import config_from_dict, load_config
 from rsanet.models import build_model
 from rsanet.models.official import authors_to_native, head_major_permutation, rsa_from_authors, rsa_to_authors
 from rsanet.ops import RSA
+from test_tools_support import ROOT
 
 LAYERS = load_json("layers.json")
 MODEL = load_json("model.json")
@@ -89,11 +90,10 @@ def ssv1_tree(tmp_path, frames_root, labels):
     """An SS-V1 annotation set over the fixture's frame folders: labels CSV, validation CSV, classes."""
     from rsanet.data.parsers import read_ssv1_classes
 
-    (tmp_path / "labels.csv").write_text((FIXTURES.parents[1].parent / "data" / "ssv1" /
-                                          "classes_csv_order.txt").read_text())
+    (tmp_path / "labels.csv").write_text((ROOT / "data" / "ssv1" / "classes_csv_order.txt").read_text())
     classes = read_ssv1_classes(tmp_path / "labels.csv")
     (tmp_path / "val.csv").write_text("".join(f"{vid};{classes[label]}\n" for vid, label in labels.items()))
-    return [f"data.dataset=ssv1", "data.backend=frames", f"data.root={frames_root}",
+    return ["data.dataset=ssv1", "data.backend=frames", f"data.root={frames_root}",
             f"data.val_annotations={tmp_path / 'val.csv'}", f"data.label_file={tmp_path / 'labels.csv'}",
             "data.frame_template=img_{:05d}.jpg", "data.segment_rule=tsm", f"data.resize={PIPELINE['resize']}",
             f"data.crop_size={PIPELINE['crop']}", "model.pretrained=null", "data.num_workers=0",
@@ -130,7 +130,6 @@ def test_tools_test_gives_the_scores_of_their_main(tmp_path, pipeline):
     """tools/test.py on their-format checkpoint (the recipe weights) and an SS-V1 tree of the fixture's
     folders: the per-video logits in scores.npz are what their main.py -e computed (same loader, same
     model) to 2e-3 relative (the inputs differ by at most one grey level), and the log says converted."""
-    from authors_support import relative_error as rel
     from test_tools_support import load_tool
 
     from rsanet.models.official import authors_checkpoint
@@ -148,7 +147,7 @@ def test_tools_test_gives_the_scores_of_their_main(tmp_path, pipeline):
     with np.load(tmp_path / "out" / "scores.npz") as z:
         assert z["video_ids"].tolist() == vids
         logits = z["logits"]
-    err = rel(torch.from_numpy(logits), torch.from_numpy(pipeline["T8/logits"]))
+    err = relative_error(torch.from_numpy(logits), torch.from_numpy(pipeline["T8/logits"]))
     print(f"scores vs their main.py -e: relative error {err:.2e}")
     assert err < 2e-3
     assert "authors' checkpoint (KimManjin/RSA format" in (tmp_path / "out" / "test.log").read_text()

@@ -53,6 +53,7 @@ class TransformConfig:
     kernel: list[Literal["basic", "relational"]] = field(default_factory=lambda: ["basic", "relational"])  # RSA kernels
     context: list[Literal["basic", "relational"]] = field(default_factory=lambda: ["basic", "relational"])  # RSA contexts
     norm: Literal["l2", "none", "batchnorm"] = "l2"  # normalization of q, k and v (Table 6c)
+    l2_eps: float = 0.0  # RSA L2 norm: 0 divides by max(|x|, 1e-12) (ours); > 0 by sqrt(|x|^2 + l2_eps) (the authors' code: 1e-6)
     attention: list[Literal["content", "position"]] = field(default_factory=lambda: ["content", "position"])  # self_attention terms: qk^T and/or qP^T
     softmax: bool = True  # self_attention: apply the softmax over the window (False: plain qP^T kernel)
     # rsa_init: "authors" = the authors' code (ops/ResNet.py re-inits every Conv3d of the layer with kaiming
@@ -72,6 +73,7 @@ class ModelConfig:
     dropout: float = 0.3  # dropout before the classifier
     stochastic_depth: float = 0.2  # final drop rate of the residual branch, linear over blocks
     pretrained: Optional[str] = None  # ImageNet init: torchvision (IMAGENET1K_V1, torch hub cache) or a .pth path
+    init_from: Optional[str] = None  # fine-tune from a video checkpoint (ours or the authors' .pth.tar); fresh optimizer/schedule (our choice)
     transform_block_init: Literal["msra", "pretrained"] = "msra"  # other layers of a block holding a transform: msra (paper) or copied from `pretrained`
     # classifier_init: "xavier_uniform" with bias 0 = the authors' code (ops/models.py, and main.py re-inits the
     # new fc with xavier_uniform_); "normal" = N(0, 0.001) with bias 0, TSN's choice (our earlier default)
@@ -381,6 +383,8 @@ def validate(cfg: Config, world_size: int | None = None, source: str = "config")
                      f"{depth} blocks there (0..{depth - 1})")
     if len(t.kernel_size) != 3 or any(k < 1 for k in t.kernel_size):
         fail(f"`model.transform.kernel_size` must be three positive sizes [t, h, w], got {t.kernel_size}")
+    if t.l2_eps < 0:
+        fail(f"`model.transform.l2_eps` must be >= 0, got {t.l2_eps}")
     if t.latent_dim < 0 or t.groups < 0:
         fail("`model.transform.latent_dim` and `model.transform.groups` must be >= 0 (0 means C_Q)")
     if not t.kernel or len(set(t.kernel)) != len(t.kernel):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -22,7 +22,7 @@ from torch import nn
 from rsanet.config import Config, ConfigError, config_from_dict, load_config, parse_overrides
 from rsanet.data import ClipSampler, VideoDataset, VideoRecord, build_decoder, build_transform
 from rsanet.dist import resolve_device
-from rsanet.engine.checkpoint import CheckpointError, model_state_from_checkpoint
+from rsanet.engine.weights import load_model_weights, read_model_weights
 
 __all__ = ["SYNTHETIC_PREFIX", "resolve_config", "load_model", "class_names", "single_video_dataset", "video_views",
            "load_clip", "clip_to_frames"]
@@ -45,31 +45,35 @@ def resolve_config(config: Optional[str | os.PathLike], checkpoint: str | os.Pat
     None, the resolved config stored in ``checkpoint`` (plus ``overrides``)."""
     if config is not None:
         return load_config(config, list(overrides))
-    _, stored = model_state_from_checkpoint(checkpoint)
+    weights = read_model_weights(checkpoint)
+    stored = weights.config
+    if weights.kind == "authors":
+        raise ConfigError(f"{checkpoint} is an authors' checkpoint, which stores no config (nor the number of "
+                          "frames T): pass --config, e.g. configs/ssv2_rsa_16f.yaml for their SS-V2 16-frame model")
     if stored is None:
         raise ConfigError(f"{checkpoint} is a bare state dict without a stored config; pass --config")
     data = _deep_update(copy.deepcopy(stored), parse_overrides(list(overrides)))
     return config_from_dict(data, source=f"config stored in {checkpoint}", world_size=1)
 
 
-def load_model(cfg: Config, checkpoint: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
-    """``build_model(cfg)`` with the weights of ``checkpoint`` (ours or a bare state dict), in eval mode.
+def load_model(cfg: Config, checkpoint: str | os.PathLike, device: str | torch.device = "cpu",
+               announce: Optional[Callable[[str], None]] = None) -> nn.Module:
+    """``build_model(cfg)`` with the weights of ``checkpoint`` (ours, a bare state dict, or the authors'
+    ``.pth.tar``, converted), in eval mode.
 
-    ``model.pretrained`` is ignored: every weight comes from the checkpoint. Raises
+    ``model.pretrained`` and ``model.init_from`` are ignored: every weight comes from the checkpoint. Raises
     :class:`~rsanet.engine.checkpoint.CheckpointError` naming the file when the weights do not fit the config.
+    ``announce`` (e.g. a print to stderr) is told when the file was converted from the authors' format.
     """
     from rsanet.models import build_model
 
-    state, _ = model_state_from_checkpoint(checkpoint)
+    weights = read_model_weights(checkpoint)
+    if weights.kind == "authors" and announce is not None:
+        announce(weights.describe())
     cfg = copy.deepcopy(cfg)
-    cfg.model.pretrained = None
+    cfg.model.pretrained = cfg.model.init_from = None
     model = build_model(cfg)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        detail = " ".join(str(e).split())[:600]
-        raise CheckpointError(f"{checkpoint} does not fit the model of this config (was it trained with "
-                              f"another config?): {detail}") from None
+    load_model_weights(model, weights, cfg.model)
     device = resolve_device(device) if isinstance(device, str) else device
     return model.to(device).eval()
 

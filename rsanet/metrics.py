@@ -11,7 +11,9 @@ Videos without a label (label -1, e.g. an official test split) are left out of e
 
 Score files (``scores.npz``, read back with :func:`load_scores`) hold one row per video:
 ``video_ids`` (str), ``labels`` (int64, -1 = unknown), ``scores`` (float32, videos x classes, the mean
-softmax over views) and ``views`` (int64, how many views were averaged), plus ``classes`` (str) when known.
+softmax over views) and ``views`` (int64, how many views were averaged), plus ``classes`` (str) when known and
+``logits`` (float32, videos x classes, the mean raw logits over views; with one view these are the numbers
+the authors' ``main.py -e`` saves in ``score_240c1.pt``) when the writer had them.
 """
 from __future__ import annotations
 
@@ -113,7 +115,8 @@ def average_views(sample_index: np.ndarray, video: np.ndarray, label: np.ndarray
 
 
 def save_scores(path: str | os.PathLike, video_ids: Sequence[str], labels: np.ndarray, scores: np.ndarray,
-                views: np.ndarray, classes: Optional[Sequence[str]] = None) -> Path:
+                views: np.ndarray, classes: Optional[Sequence[str]] = None,
+                logits: Optional[np.ndarray] = None) -> Path:
     """Write a per-video score file (``.npz``, see the module docstring) atomically; returns its path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -122,6 +125,8 @@ def save_scores(path: str | os.PathLike, video_ids: Sequence[str], labels: np.nd
               "views": np.asarray(views, dtype=np.int64)}
     if classes is not None:
         arrays["classes"] = np.asarray(list(classes), dtype=str)
+    if logits is not None:
+        arrays["logits"] = np.asarray(logits, dtype=np.float32)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         np.savez(f, **arrays)

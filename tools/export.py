@@ -31,7 +31,7 @@ USER_ERRORS = (ConfigError, CheckpointError, FileNotFoundError, ExportDependency
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=None, help="experiment YAML (default: the config stored in the checkpoint)")
-    p.add_argument("--checkpoint", required=True, help="best.pth / last.pth, or a bare model state dict")
+    p.add_argument("--checkpoint", required=True, help="best.pth / last.pth, a state dict, or an authors' .pth.tar")
     p.add_argument("--format", required=True, choices=FORMATS, help="torchscript (.pt), exported_program (.pt2), onnx")
     p.add_argument("--out", required=True, help="output file")
     p.add_argument("--video", default=None, help="also compare on this video's first test clip")
@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         cfg = resolve_config(args.config, args.checkpoint, args.opts)
-        model = load_model(cfg, args.checkpoint, "cpu")
+        model = load_model(cfg, args.checkpoint, "cpu", announce=lambda note: print(note, file=sys.stderr))
         inputs = sample_inputs(cfg)
         if args.video:
             inputs.append(load_clip(cfg, args.video)[0][None])

@@ -31,7 +31,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("videos", nargs="*", metavar="VIDEO", help="video files or frame folders")
     p.add_argument("--config", default=None, help="experiment YAML (default: the config stored in the checkpoint)")
-    p.add_argument("--checkpoint", required=True, help="best.pth / last.pth, or a bare model state dict")
+    p.add_argument("--checkpoint", required=True, help="best.pth / last.pth, a state dict, or an authors' .pth.tar")
     p.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="overrides, e.g. test.crops=3")
     p.add_argument("--topk", type=int, default=5, help="classes printed per input (default 5)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the model runs")
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     try:
         cfg = resolve_config(args.config, args.checkpoint, args.opts)
         classes = class_names(cfg)
-        model = load_model(cfg, args.checkpoint, args.device)
+        model = load_model(cfg, args.checkpoint, args.device, announce=lambda note: print(note, file=sys.stderr))
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

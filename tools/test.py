@@ -5,8 +5,14 @@
     torchrun --nproc_per_node=8 tools/test.py --config configs/ssv1_rsa_8f.yaml \\
         --checkpoint work_dirs/ssv1_rsa_8f/best.pth --opts test.clips=2 --work-dir work_dirs/ssv1_rsa_8f/2clips
 
+The authors' released checkpoints (KimManjin/RSA .pth.tar) are read directly (converted on the fly; their
+file does not store T, the config does):
+
+    python tools/test.py --config configs/ssv2_rsa_16f.yaml --checkpoint resnet_rgb_model_best.pth.tar \\
+        --opts model.transform.l2_eps=1.0e-6
+
 Writes test_metrics.json (top1, top5, mean_class_accuracy in percent, num_videos, views) and scores.npz (per
-video: id, label, mean score vector) to --work-dir, by default the checkpoint's folder.
+video: id, label, mean softmax scores, mean logits) to --work-dir, by default the checkpoint's folder.
 """
 import sys
 from pathlib import Path
@@ -33,7 +39,7 @@ def user_errors() -> tuple:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="experiment YAML the checkpoint was trained with")
-    p.add_argument("--checkpoint", required=True, help="checkpoint (best.pth, last.pth, or a bare state dict)")
+    p.add_argument("--checkpoint", required=True, help="best.pth / last.pth, a state dict, or an authors' .pth.tar")
     p.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="overrides, e.g. test.clips=2")
     p.add_argument("--work-dir", default=None, help="output folder (default: the checkpoint's folder)")
     return p.parse_args(argv)

@@ -33,7 +33,7 @@ USER_ERRORS = (ConfigError, CheckpointError, FileNotFoundError, ValueError, Runt
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=None, help="experiment YAML (default: the config stored in the checkpoint)")
-    p.add_argument("--checkpoint", required=True, help="best.pth / last.pth, or a bare model state dict")
+    p.add_argument("--checkpoint", required=True, help="best.pth / last.pth, a state dict, or an authors' .pth.tar")
     p.add_argument("--video", required=True, help="video file or frame folder")
     p.add_argument("--layer", default=None, help="module name, e.g. layer1.1.conv2 (default: first RSA layer)")
     p.add_argument("--query", default=None, metavar="T,H,W", help="query in the layer's feature map (default: centre)")
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
         if args.cell < 8:
             raise ValueError(f"--cell must be at least 8 pixels, got {args.cell}")
         cfg = resolve_config(args.config, args.checkpoint, args.opts)
-        model = load_model(cfg, args.checkpoint, args.device)
+        model = load_model(cfg, args.checkpoint, args.device, announce=lambda note: print(note, file=sys.stderr))
         result = visualize_video(model, cfg, args.video, args.out, layer=args.layer, query=parse_query(args.query),
                                  reverse=args.reverse, queries=_int_list(args.queries), layout=Layout(cell=args.cell),
                                  tensorboard=args.tensorboard)

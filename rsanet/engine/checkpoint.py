@@ -93,19 +93,21 @@ def load_checkpoint(path: str | os.PathLike, require_training_state: bool = True
         raise CheckpointError(f"{path} does not hold a dict but a {type(state).__name__}")
     if require_training_state:
         missing = [k for k in _REQUIRED if k not in state]
+        if missing and isinstance(state.get("state_dict"), dict) and "best_prec1" in state:
+            raise CheckpointError(f"{path} is an authors' checkpoint (KimManjin/RSA), not a training state to resume: "
+                                  "fine-tune from it with model.init_from, or evaluate it with tools/test.py")
         if missing:
             raise CheckpointError(f"{path} is not an RSANet training checkpoint (missing {missing})")
     return state
 
 
 def model_state_from_checkpoint(path: str | os.PathLike) -> tuple[dict, Optional[dict]]:
-    """``(model state dict, stored config dict or None)`` from our checkpoint or a bare state dict."""
-    state = load_checkpoint(path, require_training_state=False)
-    if "model" in state and isinstance(state["model"], dict):
-        return state["model"], state.get("config")
-    if state and all(isinstance(v, torch.Tensor) for v in state.values()):
-        return state, None
-    raise CheckpointError(f"{Path(path)} holds neither an RSANet checkpoint nor a model state dict")
+    """``(model state dict, stored config dict or None)`` from our checkpoint, a bare state dict or the
+    authors' ``.pth.tar`` (converted; see :func:`rsanet.engine.weights.read_model_weights`)."""
+    from rsanet.engine.weights import read_model_weights
+
+    weights = read_model_weights(path)
+    return weights.state, weights.config
 
 
 def epoch_checkpoints(work_dir: str | os.PathLike) -> list[tuple[int, Path]]:

@@ -1,5 +1,5 @@
-"""Multi-view evaluation: per-sample softmax scores, gathered from all ranks by sample index (the padding
-duplicates of the distributed sampler dropped), averaged per video, then the metrics."""
+"""Multi-view evaluation: per-sample softmax scores (and raw logits), gathered from all ranks by sample index
+(the padding duplicates of the distributed sampler dropped), averaged per video, then the metrics."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,6 +27,7 @@ class EvalResult:
     scores: np.ndarray  # (V, K) float32, mean softmax over views
     views: np.ndarray  # (V,) int64, views averaged per video
     metrics: dict  # top1, top5, mean_class_accuracy (percent), num_videos, num_labelled, views
+    logits: Optional[np.ndarray] = None  # (V, K) float32, mean logits over views (the authors' score files hold logits)
 
 
 def video_ids_of(dataset) -> list[str]:
@@ -41,34 +42,38 @@ def video_ids_of(dataset) -> list[str]:
 
 
 @torch.no_grad()
-def _predict(model: nn.Module, loader, cfg: Config, ctx: DistContext, bar=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """This rank's ``meta (S, 4) int64 = [index, video, label, replaced]`` and ``probs (S, K) float32``."""
-    metas, probs = [], []
+def _predict(model: nn.Module, loader, cfg: Config, ctx: DistContext,
+             bar=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """This rank's ``meta (S, 4) int64 = [index, video, label, replaced]``, ``probs`` and ``logits`` (S, K) float32."""
+    metas, probs, logit_rows = [], [], []
     for batch in loader:
         clip, _ = to_device(batch, ctx.device)
         with autocast(cfg, ctx.device):
             logits = model(clip)
         probs.append(torch.softmax(logits.float(), dim=1).cpu())
+        logit_rows.append(logits.float().cpu())
         metas.append(torch.stack([torch.as_tensor(batch[k]).long() for k in ("index", "video", "label", "replaced")],
                                  dim=1))  # (B, 4)
         if bar is not None:
             bar.update(1)
-    return torch.cat(metas), torch.cat(probs)
+    return torch.cat(metas), torch.cat(probs), torch.cat(logit_rows)
 
 
 def evaluate(model: nn.Module, loader, dataset, cfg: Config, ctx: DistContext, split: str = "val",
              bar=None) -> EvalResult:
     """Scores of every video of ``dataset`` (the loader's sampler shards it over ranks, padded)."""
     model.eval()
-    meta, probs = _predict(model, loader, cfg, ctx, bar)
+    meta, probs, logits = _predict(model, loader, cfg, ctx, bar)
     meta, probs = all_gather_tensor(meta).numpy(), all_gather_tensor(probs).numpy()  # (world * S, ...)
+    logits = all_gather_tensor(logits).numpy()
     _, first = np.unique(meta[:, 0], return_index=True)
     check_bad_fraction(float(meta[first, 3].sum()), float(len(first)), cfg.data.max_bad_fraction, split)
     if len(first) != len(dataset):
         raise RuntimeError(f"{split}: scored {len(first)} distinct samples but the dataset has {len(dataset)}")
     scores, labels, views = average_views(meta[:, 0], meta[:, 1], meta[:, 2], probs, dataset.num_videos)
+    mean_logits = average_views(meta[:, 0], meta[:, 1], meta[:, 2], logits, dataset.num_videos)[0]
     metrics = compute_metrics(scores, labels, views=getattr(dataset, "num_views", int(views.max())))
-    return EvalResult(video_ids_of(dataset), labels, scores, views, metrics)
+    return EvalResult(video_ids_of(dataset), labels, scores, views, metrics, mean_logits)
 
 
 def format_metrics(metrics: dict) -> str:

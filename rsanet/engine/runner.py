@@ -22,13 +22,13 @@ from torch import nn
 from rsanet.config import Config, config_to_dict, dump_config, validate
 from rsanet.dist import (DistContext, all_gather_object, barrier, broadcast_buffers, destroy_distributed,
                          env_world_size, init_distributed)
-from rsanet.engine.checkpoint import (CHECKPOINT_FORMAT, CheckpointError, capture_rng_state, find_resume_checkpoint,
-                                      link_checkpoint, load_checkpoint, model_state_from_checkpoint,
-                                      prune_epoch_checkpoints, restore_rng_state, save_checkpoint)
+from rsanet.engine.checkpoint import (CHECKPOINT_FORMAT, capture_rng_state, find_resume_checkpoint, link_checkpoint,
+                                      load_checkpoint, prune_epoch_checkpoints, restore_rng_state, save_checkpoint)
 from rsanet.engine.evaluate import EvalResult, evaluate, format_metrics
 from rsanet.engine.loaders import build_eval_loader, build_train_loader
 from rsanet.engine.optim import build_criterion, build_optimizer, build_scheduler
 from rsanet.engine.train import TrainParts, TrainState, train_one_epoch
+from rsanet.engine.weights import init_from_checkpoint, load_model_weights, read_model_weights
 from rsanet.logging import RunLogger, get_logger
 from rsanet.metrics import save_scores
 
@@ -211,9 +211,11 @@ def _setup(cfg: Config, ctx: DistContext, work_dir: Path, datasets: dict, resume
                 f"(= {tr.lr:g} x {tr.total_batch}/{tr.lr_reference_batch})")
     seed_everything(cfg.runtime.seed)  # same initial weights on every rank
     model_cfg = copy.deepcopy(cfg)
-    if resumed is not None:
+    if resumed is not None or cfg.model.init_from:
         model_cfg.model.pretrained = None  # the checkpoint replaces every weight
     net = prepare_model(model_cfg, ctx, train=True)
+    if resumed is None and cfg.model.init_from:
+        _init_from(net, cfg, logger)
     train_loader, train_sampler = build_train_loader(datasets[cfg.train.split], cfg, ctx)
     steps = len(train_loader) // cfg.train.accumulate
     optimizer = build_optimizer(cfg, net)
@@ -235,6 +237,15 @@ def _setup(cfg: Config, ctx: DistContext, work_dir: Path, datasets: dict, resume
     run = _Run(parts, state, train_loader, train_sampler, build_eval_loader(val_set, cfg, ctx), val_set, work_dir)
     parts.save_last = lambda: _save(parts, state, work_dir, epoch_end=False, is_best=False)
     return run, rng
+
+
+def _init_from(net: nn.Module, cfg: Config, logger: RunLogger) -> None:
+    """``model.init_from``: start from a video checkpoint's weights (optimizer, epoch, schedule stay fresh)."""
+    report = init_from_checkpoint(net, cfg.model.init_from, cfg.model)
+    kind = {"authors": "authors' format", "rsanet": "RSANet checkpoint", "state_dict": "state dict"}[report.kind]
+    logger.info(f"model.init_from: loaded {len(report.loaded)} tensors from {report.path} ({kind})"
+                + (f"; re-initialized {', '.join(report.reinitialized)} ({report.reason})" if report.reinitialized
+                   else "; every tensor loaded") + (" instead of model.pretrained" if cfg.model.pretrained else ""))
 
 
 def _validate_epoch(run: _Run) -> bool:
@@ -296,6 +307,8 @@ def run_training(cfg: Config, work_dir: str | os.PathLike | None = None, resume:
     datasets = _build_datasets(cfg, [cfg.train.split, cfg.train.val_split])  # missing files fail here
     _check_labels(datasets[cfg.train.val_split], cfg.train.val_split)
     _check_pretrained(cfg)
+    if cfg.model.init_from and not Path(cfg.model.init_from).is_file():
+        raise FileNotFoundError(f"model.init_from: checkpoint not found: {cfg.model.init_from}")
     resumed = _resolve_resume(work_dir, resume)
     configure_determinism(cfg.runtime.deterministic, cfg.train.tf32)
     ctx = init_distributed(cfg.runtime.device, cfg.runtime.dist_backend, cfg.runtime.dist_timeout_minutes)
@@ -326,15 +339,12 @@ def run_training(cfg: Config, work_dir: str | os.PathLike | None = None, resume:
 # Testing.
 # ------------------------------------------------------------------------------------------------
 def _load_for_test(cfg: Config, ctx: DistContext, checkpoint: Path, logger: RunLogger) -> nn.Module:
-    state_dict, stored = model_state_from_checkpoint(checkpoint)
-    if stored is not None:
-        for change in _config_changes(stored.get("model", {}), config_to_dict(cfg.model), "model."):
+    weights = read_model_weights(checkpoint)  # the authors' .pth.tar is converted (and logged) here
+    if weights.config is not None:
+        for change in _config_changes(weights.config.get("model", {}), config_to_dict(cfg.model), "model."):
             logger.warning(f"model config differs from the checkpoint's: {change}")
     net = prepare_model(cfg, ctx, train=False)
-    try:
-        net.load_state_dict(state_dict)
-    except RuntimeError as e:
-        raise CheckpointError(f"{checkpoint} does not fit the model of this config: {e}") from None
+    load_model_weights(net, weights, cfg.model)
     return net
 
 
@@ -372,7 +382,7 @@ def _write_test_outputs(result: EvalResult, cfg: Config, checkpoint: Path, work_
                    checkpoint=str(checkpoint))
     if cfg.test.save_scores:
         path = save_scores(work_dir / "scores.npz", result.video_ids, result.labels, result.scores, result.views,
-                           getattr(dataset, "classes", None))
+                           getattr(dataset, "classes", None), result.logits)
         metrics["scores"] = str(path)
     tmp = work_dir / "test_metrics.json.tmp"
     tmp.write_text(json.dumps(metrics, indent=2) + "\n")

@@ -82,6 +82,8 @@ class RSA(nn.Module):
         kernel: non-empty subset of {"basic", "relational"} (Table 4a).
         context: non-empty subset of {"basic", "relational"} (Table 4a).
         norm: "l2" (default), "none" or "batchnorm", applied to q, k and v (Table 6c).
+        l2_eps: the L2 norm divides by max(|x|, 1e-12) when 0 (default), by sqrt(|x|^2 + l2_eps) when > 0
+            (the authors' code: 1e-6; needed to reproduce their released models exactly).
         stride: spatial stride; the output is averaged over stride x stride cells after the transform.
 
     Parameters (the paper's parameterization; nothing else is learnable except BatchNorm affines when
@@ -104,7 +106,8 @@ class RSA(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int] = (5, 7, 7),
                  queries: int = 8, latent_dim: int | None = None, groups: int | None = None,
                  kernel: str | Iterable[str] = ("basic", "relational"),
-                 context: str | Iterable[str] = ("basic", "relational"), norm: str = "l2", stride: int = 1):
+                 context: str | Iterable[str] = ("basic", "relational"), norm: str = "l2", stride: int = 1,
+                 l2_eps: float = 0.0):
         super().__init__()
         self.in_channels = _positive_int(in_channels, "in_channels")
         self.out_channels = _positive_int(out_channels, "out_channels")
@@ -117,6 +120,9 @@ class RSA(nn.Module):
         if norm not in _NORMS:
             raise ValueError(f"norm must be one of {list(_NORMS)}, got {norm!r}")
         self.norm = norm
+        if not l2_eps >= 0:
+            raise ValueError(f"l2_eps must be >= 0, got {l2_eps!r}")
+        self.l2_eps = float(l2_eps)
         self.stride = _positive_int(stride, "stride")
         cq = out_channels // queries
         self.head_dim = cq
@@ -200,7 +206,8 @@ class RSA(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, queries={self.queries}, "
                 f"latent_dim={self.latent_dim}, groups={self.groups}, kernel={self.kernel_terms}, "
-                f"context={self.context_terms}, norm={self.norm!r}, stride={self.stride}")
+                f"context={self.context_terms}, norm={self.norm!r}, stride={self.stride}"
+                + (f", l2_eps={self.l2_eps:g}" if self.l2_eps else ""))
 
     # ----------------------------------------------------------------------------------------------
     # Helpers shared with the paper transcription and the visualisation
@@ -263,9 +270,15 @@ class RSA(nn.Module):
         k = qvk[:, :, (L + 1) * cq:] if self.key is not None else None  # (B, N, C_Q)
         if self.norm == "l2":
             acc = _accumulation_dtype(q)
-            q, v = F.normalize(q.to(acc), dim=-1), F.normalize(v.to(acc), dim=-1)
-            k = F.normalize(k.to(acc), dim=-1) if k is not None else None
+            q, v = self._l2(q.to(acc)), self._l2(v.to(acc))
+            k = self._l2(k.to(acc)) if k is not None else None
         return q, k, v
+
+    def _l2(self, z: torch.Tensor) -> torch.Tensor:
+        """L2 norm over the last (channel) dim: z / max(|z|, 1e-12), or z / sqrt(|z|^2 + l2_eps) when l2_eps > 0."""
+        if self.l2_eps > 0:
+            return z * torch.rsqrt(z.square().sum(dim=-1, keepdim=True) + self.l2_eps)
+        return F.normalize(z, dim=-1)
 
     def _window_conv(self, z: torch.Tensor, filters: torch.Tensor, thw) -> torch.Tensor:
         """Channel-wise window conv of position-major z (B, N, C_Q) with (C_Q*F, 1, t, h, w) filters:

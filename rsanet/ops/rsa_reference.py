@@ -17,7 +17,10 @@ __all__ = ["rsa_reference"]
 
 
 def _normalize(x: torch.Tensor, dim: int, module: RSA, bn) -> torch.Tensor:
-    """Table 6c: L2 over channels (x / max(||x||, 1e-12)), the module's BatchNorm3d, or nothing."""
+    """Table 6c: L2 over channels (x / max(||x||, 1e-12), or x / sqrt(||x||^2 + l2_eps) when the module's
+    l2_eps > 0), the module's BatchNorm3d, or nothing."""
+    if module.norm == "l2" and getattr(module, "l2_eps", 0.0) > 0:
+        return x / (x.square().sum(dim=dim, keepdim=True) + module.l2_eps).sqrt()
     if module.norm == "l2":
         return x / x.norm(dim=dim, keepdim=True).clamp_min(1e-12)
     if module.norm == "batchnorm":

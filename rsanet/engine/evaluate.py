@@ -42,15 +42,17 @@ def video_ids_of(dataset) -> list[str]:
 
 @torch.no_grad()
 def _predict(model: nn.Module, loader, cfg: Config, ctx: DistContext, bar=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """This rank's ``meta (S, 4) int64 = [index, video, label, replaced]`` and ``probs (S, K) float32``."""
+    """This rank's ``meta (S, 4) int64 = [index, video, label, replaced]`` on the host and ``probs (S, K)
+    float32`` on the device. Nothing is read back per batch: the scores stay on the device until the gather,
+    so the host queues batch after batch without waiting for the GPU."""
     metas, probs = [], []
     for batch in loader:
-        clip, _ = to_device(batch, ctx.device)
+        clip, _ = to_device(batch, ctx.device, cfg.data.mean, cfg.data.std)
         with autocast(cfg, ctx.device):
             logits = model(clip)
-        probs.append(torch.softmax(logits.float(), dim=1).cpu())
+        probs.append(torch.softmax(logits.float(), dim=1))
         metas.append(torch.stack([torch.as_tensor(batch[k]).long() for k in ("index", "video", "label", "replaced")],
-                                 dim=1))  # (B, 4)
+                                 dim=1))  # (B, 4), host
         if bar is not None:
             bar.update(1)
     return torch.cat(metas), torch.cat(probs)
@@ -61,7 +63,8 @@ def evaluate(model: nn.Module, loader, dataset, cfg: Config, ctx: DistContext, s
     """Scores of every video of ``dataset`` (the loader's sampler shards it over ranks, padded)."""
     model.eval()
     meta, probs = _predict(model, loader, cfg, ctx, bar)
-    meta, probs = all_gather_tensor(meta).numpy(), all_gather_tensor(probs).numpy()  # (world * S, ...)
+    # one gather each (on the device for NCCL), then one copy to the host: (world * S, ...)
+    meta, probs = all_gather_tensor(meta).numpy(), all_gather_tensor(probs).numpy()
     _, first = np.unique(meta[:, 0], return_index=True)
     check_bad_fraction(float(meta[first, 3].sum()), float(len(first)), cfg.data.max_bad_fraction, split)
     if len(first) != len(dataset):

@@ -2,7 +2,8 @@
 
 Order of a run: everything that can fail on bad input (config, dataset files, pretrained weights, the
 work dir, the checkpoint to resume) is checked first; only then is the process group created, so a
-mistake never leaves ranks waiting for each other.
+mistake never leaves ranks waiting for each other. Right after it, the ranks check that they all resolved
+the same checkpoint to resume (node-local work dirs can differ).
 """
 from __future__ import annotations
 
@@ -97,13 +98,22 @@ def to_channels_last(net: nn.Module) -> None:
             m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
 
 
+# gradient_as_bucket_view: the .grad tensors are views into DDP's all-reduce buckets, so gradients are not
+# copied in and out of the buckets and not held twice (about one gradient's worth of memory saved).
+# broadcast_buffers=False: no broadcast of rank 0's BatchNorm running statistics before every forward. In
+# training mode BN normalizes with batch statistics, so the running ones never change the loss or the
+# gradients; they only matter for evaluation and checkpoints, which use rank 0's: `_validate_epoch`
+# broadcasts them before validating and rank 0 saves its own.
+DDP_OPTIONS = {"gradient_as_bucket_view": True, "broadcast_buffers": False}
+
+
 def _wrap(net: nn.Module, cfg: Config, ctx: DistContext) -> nn.Module:
     model = net
     if cfg.train.compile:
         model = torch.compile(model)
     if ctx.distributed:
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        model = nn.parallel.DistributedDataParallel(model, device_ids=ids, **DDP_OPTIONS)
     return model
 
 
@@ -185,6 +195,30 @@ def _resolve_resume(work_dir: Path, resume: Optional[str]) -> Optional[tuple[Pat
     if resume == "auto":
         return find_resume_checkpoint(work_dir)
     return Path(resume), load_checkpoint(resume)
+
+
+def _agree_on_resume(work_dir: Path, resumed: Optional[tuple[Path, dict]]) -> None:
+    """Stop every rank, together, unless all resolved the same starting point (a collective).
+
+    Each rank resolves ``--resume`` on its own before the process group exists. With node-local work dirs
+    one node may find a checkpoint and another none, or an older one; DDP's initial broadcast would hide
+    that until the step counts diverge and a collective hangs. Compared: the checkpoint (relative to the
+    work dir when inside it) and its global step.
+    """
+    if resumed is None:
+        mine = ("fresh start", 0)
+    else:
+        path, ckpt = resumed
+        mine = (str(path.relative_to(work_dir)) if path.is_relative_to(work_dir) else str(path),
+                int(ckpt["global_step"]))
+    every = all_gather_object(mine)
+    if len(set(every)) > 1:
+        seen = ", ".join(f"rank {r}: {name}" + (f" (global step {step})" if name != "fresh start" else "")
+                         for r, (name, step) in enumerate(every))
+        raise CheckpointError(
+            f"the ranks disagree on where training continues ({seen}), so they would drift apart and hang. "
+            f"Each node resolves --resume in its own {work_dir}: give every node the same checkpoint (a shared "
+            "work dir, or copy it) or pass --resume PATH with a file that every node can read.")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -302,6 +336,7 @@ def run_training(cfg: Config, work_dir: str | os.PathLike | None = None, resume:
     logger = None
     try:
         logger = RunLogger(work_dir, ctx.rank, cfg.runtime.tensorboard)
+        _agree_on_resume(work_dir, resumed)
         run, rng = _setup(cfg, ctx, work_dir, datasets, resumed, logger)
         del resumed  # the loaded checkpoint is in the model and optimizer now; free its CPU copy
         finished = _epoch_loop(run, rng, stop_after)

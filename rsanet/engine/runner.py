@@ -8,6 +8,7 @@ the same checkpoint to resume (node-local work dirs can differ).
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import os
 import random
@@ -98,13 +99,21 @@ def to_channels_last(net: nn.Module) -> None:
             m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
 
 
-# gradient_as_bucket_view: the .grad tensors are views into DDP's all-reduce buckets, so gradients are not
-# copied in and out of the buckets and not held twice (about one gradient's worth of memory saved).
-# broadcast_buffers=False: no broadcast of rank 0's BatchNorm running statistics before every forward. In
-# training mode BN normalizes with batch statistics, so the running ones never change the loss or the
-# gradients; they only matter for evaluation and checkpoints, which use rank 0's: `_validate_epoch`
-# broadcasts them before validating and rank 0 saves its own.
-DDP_OPTIONS = {"gradient_as_bucket_view": True, "broadcast_buffers": False}
+def _ddp_options() -> dict:
+    """DDP flags beyond the defaults.
+
+    ``gradient_as_bucket_view``: the ``.grad`` tensors are views into DDP's all-reduce buckets, so gradients
+    are neither copied in and out of the buckets nor held twice (one gradient's worth of memory saved).
+
+    No buffer broadcast before every forward (``forward_sync_buffers=False``; older torch calls it
+    ``broadcast_buffers``): in training mode BatchNorm normalizes with batch statistics, so the running ones never
+    change the loss or the gradients; they only matter for evaluation and checkpoints, which use rank 0's
+    (``_validate_epoch`` broadcasts them before validating, and rank 0 saves its own). Buffers are still
+    equal at the start: same seed, or the same checkpoint, on every rank.
+    """
+    known = inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters
+    buffers = "forward_sync_buffers" if "forward_sync_buffers" in known else "broadcast_buffers"
+    return {"gradient_as_bucket_view": True, buffers: False}
 
 
 def _wrap(net: nn.Module, cfg: Config, ctx: DistContext) -> nn.Module:
@@ -113,7 +122,7 @@ def _wrap(net: nn.Module, cfg: Config, ctx: DistContext) -> nn.Module:
         model = torch.compile(model)
     if ctx.distributed:
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        model = nn.parallel.DistributedDataParallel(model, device_ids=ids, **DDP_OPTIONS)
+        model = nn.parallel.DistributedDataParallel(model, device_ids=ids, **_ddp_options())
     return model
 
 

@@ -39,7 +39,8 @@ class Decoder(Protocol):
     an exception that names the file when the sample cannot be read.
 
     A decoder may set ``can_hang = False`` (one whose reads always end: in-memory rendering, local JPEG
-    frame folders); the dataset then runs it without the ``data.decode_timeout`` watchdog thread, which costs about 1 ms per sample.
+    frame folders); the dataset then runs it without the ``data.decode_timeout`` watchdog thread (one
+    thread started and joined per sample).
     """
 
     def decode(self, record: VideoRecord, indices: Sequence[int]) -> np.ndarray: ...

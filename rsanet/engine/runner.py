@@ -106,10 +106,10 @@ def _ddp_options() -> dict:
     are neither copied in and out of the buckets nor held twice (one gradient's worth of memory saved).
 
     No buffer broadcast before every forward (``forward_sync_buffers=False``; older torch calls it
-    ``broadcast_buffers``): in training mode BatchNorm normalizes with batch statistics, so the running ones never
-    change the loss or the gradients; they only matter for evaluation and checkpoints, which use rank 0's
-    (``_validate_epoch`` broadcasts them before validating, and rank 0 saves its own). Buffers are still
-    equal at the start: same seed, or the same checkpoint, on every rank.
+    ``broadcast_buffers``): in training mode BatchNorm normalizes with batch statistics, so the running
+    ones never change the loss or the gradients; they only matter for evaluation and checkpoints, which use
+    rank 0's (``_validate_epoch`` broadcasts them before validating, and rank 0 saves its own). Buffers are
+    still equal at the start: same seed, or the same checkpoint, on every rank.
     """
     known = inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters
     buffers = "forward_sync_buffers" if "forward_sync_buffers" in known else "broadcast_buffers"
@@ -222,8 +222,12 @@ def _agree_on_resume(work_dir: Path, resumed: Optional[tuple[Path, dict]]) -> No
                 int(ckpt["global_step"]))
     every = all_gather_object(mine)
     if len(set(every)) > 1:
-        seen = ", ".join(f"rank {r}: {name}" + (f" (global step {step})" if name != "fresh start" else "")
-                         for r, (name, step) in enumerate(every))
+        ranks: dict[tuple[str, int], list[int]] = {}
+        for r, choice in enumerate(every):
+            ranks.setdefault(tuple(choice), []).append(r)
+        seen = ", ".join(f"rank{'s' if len(rs) > 1 else ''} {','.join(map(str, rs))}: {name}"
+                         + (f" (global step {step})" if name != "fresh start" else "")
+                         for (name, step), rs in ranks.items())
         raise CheckpointError(
             f"the ranks disagree on where training continues ({seen}), so they would drift apart and hang. "
             f"Each node resolves --resume in its own {work_dir}: give every node the same checkpoint (a shared "

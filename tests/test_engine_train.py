@@ -210,3 +210,17 @@ def test_loaders_hand_over_uint8_and_evaluation_workers_are_not_persistent():
     val = build_eval_loader(DictDataset(8), cfg, ctx)
     assert train.persistent_workers and not val.persistent_workers
     assert next(iter(val))["clip"].dtype == torch.uint8
+
+
+def test_a_training_split_with_unlabelled_videos_is_refused(tmp_path, patched):
+    """Label -1 in a training batch means "no usable clip" and is left out of the loss, so a training split
+    that lists unlabelled videos (say, the official test annotations) must be refused, not trained on zero."""
+    from types import SimpleNamespace
+
+    class Unlabelled(DictDataset):
+        def __init__(self, n):
+            super().__init__(n)
+            self.records = [SimpleNamespace(path=f"v{i}", label=-1 if i == 5 else 0) for i in range(n)]
+
+    with pytest.raises(ValueError, match=r"`train` split has 1 videos without a label \(first: v5\)"):
+        patched(tmp_path, 8, "train.batch_size=4", data_cls=Unlabelled)

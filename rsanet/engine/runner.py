@@ -63,6 +63,17 @@ def _build_datasets(cfg: Config, splits: list[str]) -> dict:
     return {s: build_dataset(cfg, s) for s in dict.fromkeys(splits)}
 
 
+def _check_train_labels(dataset, split: str) -> None:
+    """Every training record needs a label: label -1 in a training batch means "no usable clip" (a sample
+    whose replacements were all unreadable) and is left out of the loss, so unlabelled records would be
+    skipped silently."""
+    records = getattr(dataset, "records", None)
+    unlabelled = [r.path for r in records or () if r.label < 0]
+    if unlabelled:
+        raise ValueError(f"the `{split}` split has {len(unlabelled)} videos without a label (first: "
+                         f"{unlabelled[0]}): train.split must name labelled annotations (data.train_annotations)")
+
+
 def _check_labels(dataset, split: str) -> None:
     records = getattr(dataset, "records", None)
     if records is not None and all(r.label < 0 for r in records):
@@ -342,6 +353,7 @@ def run_training(cfg: Config, work_dir: str | os.PathLike | None = None, resume:
         validate(cfg, world_size=world)
     datasets = _build_datasets(cfg, [cfg.train.split, cfg.train.val_split])  # missing files fail here
     _check_labels(datasets[cfg.train.val_split], cfg.train.val_split)
+    _check_train_labels(datasets[cfg.train.split], cfg.train.split)
     _check_pretrained(cfg)
     resumed = _resolve_resume(work_dir, resume)
     configure_determinism(cfg.runtime.deterministic)

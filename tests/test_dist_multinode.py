@@ -49,6 +49,12 @@ if {unreadable_on_rank1!r} and rank == "1":  # every training sample of rank 1 i
     real_load = VideoDataset._try_load
     VideoDataset._try_load = lambda self, *a: None if self.train else real_load(self, *a)
 
+if {linear!r}:  # the tiny model and data of tests/test_dist_multinode.py (no BatchNorm: exact comparisons)
+    sys.path.insert(0, {tests!r})
+    from test_dist_multinode import LinearModel, TinyData
+    runner._build_datasets = lambda cfg, splits: {{s: TinyData() for s in splits}}
+    runner.prepare_model = lambda cfg, ctx, train: LinearModel().to(ctx.device)
+
 real_wrap, real_loop, seen = runner._wrap, runner._epoch_loop, {{}}
 
 def wrap(net, cfg, ctx):
@@ -73,12 +79,38 @@ sys.exit(train.main(argv))
 """
 
 
-def launch(tmp_path, epochs, *args, unreadable_on_rank1=False, timeout=240):
+class LinearModel(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(3 * 2 * 4 * 4, 2)
+
+    def forward(self, x):  # (B, 3, 2, 4, 4) -> (B, 2)
+        return self.fc(x.flatten(1))
+
+
+class TinyData(torch.utils.data.Dataset):
+    """16 random uint8 clips (3, 2, 4, 4) of 2 classes, the sample-dict contract."""
+
+    def __init__(self):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randint(0, 256, (16, 3, 2, 4, 4), dtype=torch.uint8, generator=g)
+        self.y = torch.randint(0, 2, (16,), generator=g)
+        self.classes, self.num_videos, self.num_views = ["a", "b"], 16, 1
+
+    def __len__(self):
+        return 16
+
+    def __getitem__(self, i):
+        return {"clip": self.x[i], "label": int(self.y[i]), "index": i, "video": i, "view": 0, "replaced": 0}
+
+
+def launch(tmp_path, epochs, *args, unreadable_on_rank1=False, linear=False, timeout=240):
     cfg = tmp_path / f"tiny{epochs}.yaml"
     cfg.write_text(CONFIG.replace("EPOCHS", str(epochs)))
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER.format(report=str(tmp_path / "report"), tools=str(ROOT / "tools"),
-                                    unreadable_on_rank1=unreadable_on_rank1))
+                                    tests=str(ROOT / "tests"), unreadable_on_rank1=unreadable_on_rank1,
+                                    linear=linear))
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--tee", "3",
            str(driver), "--config", str(cfg), "--work-dir", str(tmp_path / "w"), *map(str, args)]
@@ -143,3 +175,26 @@ def test_unreadable_data_on_one_rank_stops_every_rank_with_the_same_error(tmp_pa
             (rank, r.stdout[-3000:] + r.stderr[-3000:])
     assert "10 consecutive samples are unreadable" in "\n".join(rank_lines(r, 1))
     assert time.monotonic() - t0 < 120
+
+
+def test_two_processes_with_accumulation_equal_one_process_with_the_same_batch(tmp_path, monkeypatch):
+    """DDP with gradient_as_bucket_view, no_sync on the first of 2 micro-batches and gradients set to None
+    between steps: 2 ranks x 2 clips x 2 micro-batches give the weights of 1 process x 4 clips x 2 (the
+    sampler gives every step the same 8 clips; 2 steps, SGD with momentum)."""
+    from rsanet.config import load_config
+    from rsanet.engine import run_training, runner
+
+    r = launch(tmp_path, 1, linear=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    two = torch.load(tmp_path / "w" / "node0" / "last.pth", weights_only=True)
+    assert two["global_step"] == 2 and two["world_size"] == 2
+
+    monkeypatch.setattr(runner, "_build_datasets", lambda cfg, splits: {s: TinyData() for s in splits})
+    monkeypatch.setattr(runner, "prepare_model", lambda cfg, ctx, train: LinearModel().to(ctx.device))
+    cfg = load_config(tmp_path / "tiny1.yaml", ["train.batch_size=4"], world_size=1)
+    run_training(cfg, tmp_path / "one")
+    one = torch.load(tmp_path / "one" / "last.pth", weights_only=True)
+    assert one["global_step"] == 2 and one["config"]["train"]["total_batch"] == two["config"]["train"]["total_batch"]
+    assert not torch.allclose(one["model"]["fc.weight"], two["model"]["fc.weight"] * 0)
+    for k in one["model"]:
+        torch.testing.assert_close(two["model"][k], one["model"][k], rtol=0, atol=1e-6)

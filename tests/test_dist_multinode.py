@@ -7,7 +7,9 @@ own work dir (``<work dir>/node<RANK>``), as two nodes with node-local disks wou
 * DDP runs with ``gradient_as_bucket_view=True`` and ``broadcast_buffers=False``, and the replicas still end
   with identical parameters and (after the broadcast before validation) identical BatchNorm statistics;
 * unreadable data on one rank stops every rank with the same error at the same step, instead of that rank
-  alone (which leaves the other node waiting in the next all-reduce until the collective timeout).
+  alone (which leaves the other node waiting in the next all-reduce until the collective timeout);
+* with those DDP flags, gradient accumulation over 2 ranks gives the weights of 1 process with the same
+  total batch.
 
 ``--tee 3`` prefixes each output line with ``[default<rank>]:``, so every rank's own message is checked.
 """

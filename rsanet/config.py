@@ -143,7 +143,7 @@ class TrainConfig:
     amp: Literal["none", "bf16", "fp16"] = "none"  # automatic mixed precision
     tf32: bool = False  # TF32 convs/matmuls on Ampere+ GPUs (faster); false = plain fp32, as the authors' V100 runs
     channels_last: bool = False  # channels-last memory format for the 2D layers
-    compile: bool = False  # torch.compile the model
+    compile: bool = False  # torch.compile the model (refused together with sync_bn: a graph break at every SyncBN)
     sync_bn: bool = False  # convert BatchNorm to SyncBatchNorm in distributed runs
     eval_every: int = 1  # validate every N epochs (and after the last)
     split: Literal["train"] = "train"  # split used for training
@@ -362,6 +362,10 @@ def validate(cfg: Config, world_size: int | None = None, source: str = "config")
         fail(f"`model.stochastic_depth` must be in [0, 1), got {m.stochastic_depth}")
     if not 0.0 <= tr.label_smoothing < 1.0:
         fail(f"`train.label_smoothing` must be in [0, 1), got {tr.label_smoothing}")
+    if tr.compile and tr.sync_bn:
+        fail("`train.compile` with `train.sync_bn` is refused: torch.compile cannot trace SyncBatchNorm's "
+             "cross-process statistics and breaks the graph at every one (about 60 pieces for a ResNet-50), "
+             "which costs the speed compile is meant to bring; set one of them to false")
     if not 0.0 <= d.max_bad_fraction <= 1.0:
         fail(f"`data.max_bad_fraction` must be in [0, 1], got {d.max_bad_fraction}")
     if not 0.0 <= tr.min_lr_ratio < 1.0 or tr.min_lr < 0:

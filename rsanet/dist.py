@@ -160,13 +160,14 @@ def all_reduce_sum(values: list[float] | torch.Tensor) -> torch.Tensor:
 
 
 def all_gather_tensor(t: torch.Tensor) -> torch.Tensor:
-    """Concatenate equally shaped tensors of all ranks along dim 0, rank-major, on the CPU."""
+    """Concatenate equally shaped tensors of all ranks along dim 0, rank-major, on the CPU. The gather runs
+    on the communication device (the GPU for NCCL), followed by a single copy to the host."""
     if not is_distributed():
         return t.detach().cpu()
     local = t.detach().to(_comm_device()).contiguous()
     parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, local)
-    return torch.cat([p.cpu() for p in parts], dim=0)  # (world * n, ...)
+    return torch.cat(parts, dim=0).cpu()  # (world * n, ...)
 
 
 def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from rsanet.config import Config, ConfigError, config_from_dict, load_config, parse_overrides
-from rsanet.data import ClipSampler, VideoDataset, VideoRecord, build_decoder, build_transform
+from rsanet.data import ClipSampler, VideoDataset, VideoRecord, build_decoder, build_transform, normalize_clip
 from rsanet.dist import resolve_device
 from rsanet.engine.weights import load_model_weights, read_model_weights
 
@@ -132,25 +132,29 @@ def single_video_dataset(cfg: Config, path: str | os.PathLike, classes: Sequence
 
 
 def video_views(cfg: Config, path: str | os.PathLike, classes: Sequence[str]) -> torch.Tensor:
-    """Every test-time view of one video, clip-major: (V, C, T, S, S) with V = test.clips * test.crops.
+    """Every test-time view of one video, clip-major: (V, C, T, S, S) float32 with V = test.clips * test.crops,
+    normalized by :func:`~rsanet.data.normalize_clip` exactly as the engine normalizes a batch.
 
     Raises an exception naming the file when it cannot be read (missing, not a video, no frames...).
     """
     ds = single_video_dataset(cfg, path, classes)
     views = [ds.load(0, clip, crop)[0] for clip in range(ds.num_clips) for crop in range(ds.crops)]
-    return torch.stack(views)
+    return normalize_clip(torch.stack(views), cfg.data.mean, cfg.data.std)  # uint8 (V, C, T, S, S) -> float
 
 
 def load_clip(cfg: Config, video: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first test clip, centre crop, of ``video``: normalized (C, T, S, S) and its uint8 frames (T, S, S, 3)."""
+    """The first test clip, centre crop, of ``video``: normalized (C, T, S, S) float32 (the model's input, as
+    in :func:`video_views`) and the uint8 frames (T, S, S, 3) it was made from."""
     cfg = copy.deepcopy(cfg)
     cfg.test.clips, cfg.test.crops = 1, 1
-    clip = single_video_dataset(cfg, video, classes=[]).load(0)[0]
-    return clip, clip_to_frames(clip, cfg.data.mean, cfg.data.std)
+    pixels = single_video_dataset(cfg, video, classes=[]).load(0)[0]  # uint8 (C, T, S, S)
+    frames = pixels.permute(1, 2, 3, 0).contiguous()  # (C, T, S, S) -> (T, S, S, C)
+    return normalize_clip(pixels, cfg.data.mean, cfg.data.std), frames
 
 
 def clip_to_frames(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """Undo the normalization of a (C, T, H, W) clip: uint8 frames (T, H, W, C) as the model saw them."""
+    """Undo the normalization of a float (C, T, H, W) clip: uint8 frames (T, H, W, C) as the model saw them
+    (exact for clips made by :func:`~rsanet.data.normalize_clip`)."""
     m = torch.tensor(mean, dtype=clip.dtype).view(-1, 1, 1, 1)  # (C,) -> (C, 1, 1, 1)
     s = torch.tensor(std, dtype=clip.dtype).view(-1, 1, 1, 1)  # (C,) -> (C, 1, 1, 1)
     pixels = (clip * s + m).mul(255.0).round().clamp(0, 255).to(torch.uint8)

@@ -103,6 +103,14 @@ def test_cross_field_rules():
         load_config(None, ["model.transform.kernel=[]"])
 
 
+def test_compile_with_sync_bn_is_refused_with_the_reason():
+    with pytest.raises(ConfigError, match=r"`train.compile` with `train.sync_bn` is refused: .*breaks the graph at "
+                                          r"every one.*set one of them to false"):
+        load_config(None, ["train.compile=true", "train.sync_bn=true"], world_size=8)
+    assert load_config(None, ["train.compile=true"], world_size=8).train.compile
+    assert load_config(None, ["train.sync_bn=true"], world_size=8).train.sync_bn
+
+
 def test_derived_lr_is_scaled_to_total_batch():
     cfg = load_config(None, ["train.batch_size=8", "train.accumulate=2", "train.lr=0.02"], world_size=4)
     assert cfg.train.total_batch == 64 and cfg.train.scaled_lr == pytest.approx(0.02)

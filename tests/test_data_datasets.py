@@ -27,7 +27,6 @@ from rsanet.data.media import frame_index_of, index_frames, write_frame_folder, 
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
-MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 H, W = 48, 64  # decord mis-sizes some tiny widths (e.g. 48); 64 is safe
 
 
@@ -49,9 +48,9 @@ def authors_centre(n, t, clip=0, clips=1):
 
 
 def frame_ids(clip):
-    """Frame index shown by each time step of a normalized (3, T, h, w) clip of gray frames."""
-    x = clip * torch.tensor(STD).view(3, 1, 1, 1) + torch.tensor(MEAN).view(3, 1, 1, 1)  # (3,) -> (3,1,1,1)
-    return [frame_index_of(float(v) * 255) for v in x.mean(dim=(0, 2, 3))]
+    """Frame index shown by each time step of a uint8 (3, T, h, w) clip of gray frames."""
+    assert clip.dtype == torch.uint8
+    return [frame_index_of(float(v)) for v in clip.float().mean(dim=(0, 2, 3))]
 
 
 # ------------------------------------------------------------------------------------------ fixtures
@@ -132,7 +131,7 @@ def test_ssv1_frames_end_to_end(media):
     assert val.num_videos == 3 and val.num_views == 1 and len(val) == 3 and val.classes == names("ssv1")
     for i, (vid, (n, cls)) in enumerate(SSV1.items()):
         item = val[i]
-        assert item["clip"].shape == (3, 8, 32, 32) and item["clip"].dtype == torch.float32
+        assert item["clip"].shape == (3, 8, 32, 32) and item["clip"].dtype == torch.uint8
         assert (item["label"], item["index"], item["video"], item["view"], item["replaced"]) == \
             (names("ssv1").index(cls), i, i, 0, 0)
         assert frame_ids(item["clip"]) == authors_centre(n, 8)  # the 5-frame video: frame 0 only
@@ -254,6 +253,23 @@ def test_bad_samples_are_logged_replaced_and_counted(media, caplog, dataset, bac
         check_bad_fraction(replaced, len(views), 0.01, "val")
 
 
+def test_a_train_sample_whose_replacements_all_fail_is_marked_not_raised(media, caplog, tmp_path):
+    """Ten unreadable videos in a row used to raise inside this rank's loader, stopping it alone while the
+    other ranks waited in a collective. Now the item is an all-zero clip with label -1 (left out of the loss
+    by the engine) and replaced = 10, which the engine counts against data.max_bad_fraction on all ranks."""
+    lst = tmp_path / "gone.txt"
+    lst.write_text("".join(f"gone{i} 8 3\n" for i in range(12)))  # folders that do not exist
+    extra = ["data.dataset=list", f"data.train_annotations={lst}", f"data.label_file={DATA / 'ssv1' / 'classes.txt'}"]
+    train = build(media, "ssv1", "frames", "train", extra)
+    with caplog.at_level(logging.WARNING, logger="rsanet.data"):
+        item = train[4]
+    assert (item["label"], item["replaced"], item["index"], item["view"]) == (-1, 10, 4, 0)
+    assert item["clip"].shape == (3, 8, 32, 32) and item["clip"].dtype == torch.uint8
+    assert torch.count_nonzero(item["clip"]) == 0
+    assert "10 consecutive samples are unreadable" in caplog.text
+    assert all(f"gone{i}'" in caplog.text for i in (4, 11, 0, 1))  # the ten tried: 4..11, 0, 1
+
+
 def test_decoding_is_guarded_by_a_timeout(media, caplog):
     import time
 
@@ -266,6 +282,23 @@ def test_decoding_is_guarded_by_a_timeout(media, caplog):
     with caplog.at_level(logging.WARNING, logger="rsanet.data"):
         assert ds[0]["replaced"] == 1
     assert "decode_timeout" in caplog.text and "201.webm" in caplog.text
+
+
+def test_frame_folders_decode_without_the_watchdog_thread(media, monkeypatch):
+    """Local JPEG reads always end (FrameFolderDecoder.can_hang = False): with the tiny timeout that makes a
+    video file fail above, frame-folder samples load in the calling thread; the video decoder keeps it."""
+    import threading
+
+    ds = build(media, "ssv1", "frames", "val", ["data.decode_timeout=0.000000001"])
+    assert ds.decode_timeout == 0.0
+    assert build(media, "ssv2", "video", "val", ["data.decode_timeout=5"]).decode_timeout == 5.0
+
+    def no_threads(*args, **kwargs):
+        raise AssertionError("a watchdog thread was started for a frame folder")
+
+    monkeypatch.setattr(threading.Thread, "start", no_threads)
+    item = ds[0]
+    assert item["replaced"] == 0 and frame_ids(item["clip"]) == centre(SSV1["101"][0], 8)
 
 
 def test_in_memory_decoders_run_without_the_watchdog_thread(monkeypatch):

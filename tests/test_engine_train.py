@@ -1,6 +1,7 @@
 """The training step with tiny in-test modules and datasets that follow the sample-dict contract: gradient
-accumulation equals one big batch, gradient clipping bounds the update, and the fp16 loss scaler skips
-non-finite steps (and gives up after too many)."""
+accumulation equals one big batch, gradient clipping bounds the update, the fp16 loss scaler skips
+overflowing steps through its calibration and stops the run only when the scale collapses, items without a
+usable clip stay out of the loss, and the loaders (uint8 clips, non-persistent evaluation workers)."""
 import math
 
 import pytest
@@ -14,11 +15,11 @@ from rsanet.engine import runner
 
 
 class DictDataset(Dataset):
-    """``n`` random clips (3, 2, 4, 4) of 3 classes, one view each."""
+    """``n`` random uint8 clips (3, 2, 4, 4) of 3 classes, one view each."""
 
     def __init__(self, n, seed=0):
         g = torch.Generator().manual_seed(seed)
-        self.x = torch.randn(n, 3, 2, 4, 4, generator=g)
+        self.x = torch.randint(0, 256, (n, 3, 2, 4, 4), dtype=torch.uint8, generator=g)
         self.y = torch.randint(0, 3, (n,), generator=g)
         self.classes, self.num_videos, self.num_views = ["a", "b", "c"], n, 1
 
@@ -114,10 +115,72 @@ def test_fp16_scaler_skips_an_overflow_and_says_so(tmp_path, patched, monkeypatc
     assert all(torch.isfinite(v).all() for v in ck["model"].values())
 
 
-def test_fp16_scaler_gives_up_after_consecutive_skips(tmp_path, patched, monkeypatch):
+def test_fp16_scaler_calibration_skips_do_not_stop_the_run(tmp_path, patched, monkeypatch):
+    """A scripted overflow sequence: steps 1-12 overflow (a scaler still calibrating from 2^16), 13-15 do not.
+    The old policy stopped after 10 consecutive skips; the run now goes on at scale 2^16 / 2^12 = 16."""
+    inf_loss(monkeypatch, lambda call: call <= 12)
+    w = patched(tmp_path, 30, "train.batch_size=2", "train.amp=fp16")
+    ck = torch.load(w / "last.pth", weights_only=True)
+    assert ck["global_step"] == 15 and ck["scaler"]["scale"] == 2.0 ** 16 / 2 ** 12
+    log = (w / "train.log").read_text()
+    assert log.count("loss scaler skipped") == 12 and "fp16 loss scaler skipped iteration 12 " in log
+    assert all(torch.isfinite(v).all() for v in ck["model"].values())
+
+
+def test_fp16_run_stops_when_the_loss_scale_collapses(tmp_path, patched, monkeypatch):
+    """Overflow on every step: the scale halves each time, and the run stops once it falls below 1
+    (2^16 / 2^17 = 0.5 at iteration 17), naming the iteration and the scale."""
     inf_loss(monkeypatch, lambda call: True)
-    with pytest.raises(NonFiniteLossError, match="10 consecutive fp16 steps skipped at iteration 10"):
-        patched(tmp_path, 24, "train.batch_size=2", "train.amp=fp16")
+    with pytest.raises(NonFiniteLossError, match=r"fp16 loss scale collapsed to 0.5 \(below 1\) after 17 "
+                                                 r"overflows in a row at iteration 17 "):
+        patched(tmp_path, 40, "train.batch_size=2", "train.amp=fp16")
+
+
+def test_non_finite_loss_without_an_overflow_stops_fp32_and_fp16(tmp_path, patched, monkeypatch):
+    real = torch.amp.GradScaler  # a low initial scale: 2^16 may overflow these fp16 gradients on its own
+    monkeypatch.setattr(torch.amp, "GradScaler", lambda device: real(device, init_scale=2.0 ** 8))
+    for amp in ("none", "fp16"):
+        calls = []
+
+        def nan_loss(cfg):
+            class Crit(nn.Module):
+                def forward(self, logits, target):
+                    calls.append(1)
+                    loss = nn.functional.cross_entropy(logits, target)
+                    # step 2: a NaN loss whose gradient is finite (detached), so no fp16 overflow either
+                    return loss + (float("nan") * loss).detach() if len(calls) == 2 else loss
+            return Crit()
+        monkeypatch.setattr(runner, "build_criterion", nan_loss)
+        why = "non-finite loss or gradient" if amp == "none" else \
+            r"non-finite loss with finite gradients \(not an fp16 overflow\)"
+        with pytest.raises(NonFiniteLossError, match=f"{why} at iteration 2 .*loss nan"):
+            patched(tmp_path, 8, "train.batch_size=2", f"train.amp={amp}", name=amp)
+
+
+def test_items_without_a_usable_clip_stay_out_of_the_loss(tmp_path, patched):
+    """Label -1 marks a train item whose replacements were all unreadable (an all-zero clip): the update
+    equals the one of a batch without it."""
+    class WithPlaceholder(DictDataset):
+        def __getitem__(self, i):
+            item = super().__getitem__(i)
+            return dict(item, clip=torch.zeros_like(item["clip"]), label=-1, replaced=1) if i == 3 else item
+
+    class Without(DictDataset):
+        def __init__(self, n):
+            super().__init__(n + 1)  # the same 8 clips, then item 3 dropped
+            keep = [i for i in range(n + 1) if i != 3]
+            self.x, self.y, self.num_videos = self.x[keep], self.y[keep], n
+
+    opts = ("train.momentum=0.0", "train.weight_decay=0.0", "data.max_bad_fraction=1.0")
+    a = weights(patched(tmp_path, 8, "train.batch_size=8", *opts, data_cls=WithPlaceholder, name="a"))
+    # the LR follows the total batch: 7 clips need lr x 8/7 for the same step size as 8 clips
+    b = weights(patched(tmp_path, 7, "train.batch_size=7", f"train.lr={0.02 * 8 / 7!r}", *opts, data_cls=Without,
+                        name="b"))
+    torch.manual_seed(0)
+    init = Linear().state_dict()
+    assert not torch.allclose(a["fc.weight"], init["fc.weight"])
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-7)
 
 
 def test_bf16_autocast_trains(tmp_path, patched):
@@ -134,3 +197,31 @@ def test_unreadable_samples_over_the_budget_stop_the_run(tmp_path, patched):
     w = patched(tmp_path, 8, "train.batch_size=8", "data.max_bad_fraction=0.25", data_cls=SomeUnreadable,
                 name="ok")  # exactly at the budget: allowed
     assert torch.load(w / "last.pth", weights_only=True)["global_step"] == 1
+
+
+def test_loaders_hand_over_uint8_and_evaluation_workers_are_not_persistent():
+    """Persistent evaluation workers would sit idle between validations with their prefetched batches in
+    shared memory, next to the training loader's; the training loader keeps its workers."""
+    from rsanet.dist import DistContext
+    from rsanet.engine.loaders import build_eval_loader, build_train_loader
+
+    cfg = load_config(None, ["data.num_workers=1", "train.batch_size=4", "test.batch_size=4"], world_size=1)
+    ctx = DistContext(0, 0, 1, torch.device("cpu"), "")
+    train, _ = build_train_loader(DictDataset(8), cfg, ctx)
+    val = build_eval_loader(DictDataset(8), cfg, ctx)
+    assert train.persistent_workers and not val.persistent_workers
+    assert next(iter(val))["clip"].dtype == torch.uint8
+
+
+def test_a_training_split_with_unlabelled_videos_is_refused(tmp_path, patched):
+    """Label -1 in a training batch means "no usable clip" and is left out of the loss, so a training split
+    that lists unlabelled videos (say, the official test annotations) must be refused, not trained on zero."""
+    from types import SimpleNamespace
+
+    class Unlabelled(DictDataset):
+        def __init__(self, n):
+            super().__init__(n)
+            self.records = [SimpleNamespace(path=f"v{i}", label=-1 if i == 5 else 0) for i in range(n)]
+
+    with pytest.raises(ValueError, match=r"`train` split has 1 videos without a label \(first: v5\)"):
+        patched(tmp_path, 8, "train.batch_size=4", data_cls=Unlabelled)

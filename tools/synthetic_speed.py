@@ -2,8 +2,8 @@
 """Generation speed of the synthetic motion benchmark: clips per second, single process, one CPU thread.
 
 Measures the bare generator (``render_clip``: all frames of a clip) and a full training item of
-``build_dataset`` (generation + sampler + train transform + normalization), at a few resolutions, and prints
-a Markdown table.
+``build_dataset`` (generation + sampler + train transform; the uint8 item, normalized later on the device),
+at a few resolutions, and prints a Markdown table.
 
     python tools/synthetic_speed.py
     python tools/synthetic_speed.py --sizes 64 112 --frames 16 --seconds 5

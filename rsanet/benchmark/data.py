@@ -2,7 +2,8 @@
 
 For each backend it generates realistic media in a temporary folder, then times, per clip, the real decode
 path (:meth:`VideoDataset.load` without the transform: timeout guard, frame count, TSN train sampling,
-decoding) and the whole train path (plus resize to 240x320, multi-scale crop to 224, flip, normalize).
+decoding) and the whole train path (plus resize to 240x320, multi-scale crop to 224, flip; the item is uint8,
+normalization runs on the device).
 
 Media (textured, moving, lightly noisy frames, so that they compress like real footage):
 
@@ -33,7 +34,6 @@ from rsanet.data.transforms import FlipPolicy, TrainTransform
 
 __all__ = ["BACKENDS", "OPTIONS", "COLUMNS", "run", "make_media"]
 
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 BACKENDS = ("frames", "webm", "webm-seek", "mp4")
 COLUMNS = ["backend", "media", "T", "decode clips/s", "decode+train clips/s", "train ms/clip"]
 
@@ -85,7 +85,7 @@ def _clips_per_s(step, clips: int, videos: int, repeats: int, warmup: int) -> fl
 
 
 def _row(backend: str, records, decoder, desc: str, t: int, clips: int, repeats: int, warmup: int) -> dict:
-    transform = TrainTransform((240, 320), 224, (1.0, 0.875, 0.75, 0.66), FlipPolicy("all"), MEAN, STD)
+    transform = TrainTransform((240, 320), 224, (1.0, 0.875, 0.75, 0.66), FlipPolicy("all"))
     ds = VideoDataset(records, decoder, ClipSampler(t, train=True), transform, ["x"], train=True)
     decode = _clips_per_s(lambda v: _decode_only(ds, v), clips, len(records), repeats, warmup)
     full = _clips_per_s(lambda v: ds[v], clips, len(records), repeats, warmup)
@@ -114,6 +114,6 @@ def run(frames: Sequence[int] = (8, 16), backends: Sequence[str] = BACKENDS, cli
         torch.set_num_threads(threads)
     title = (f"Data pipeline per worker (1 process, 1 torch thread), torch {torch.__version__}: clips/s = "
              f"{clips} clips / median of {repeats} runs; train = TSN segment sampling + resize 240x320, "
-             f"multi-scale crop 224, flip, normalize")
+             f"multi-scale crop 224, flip (uint8 out; normalized on the device)")
     meta = {"torch": torch.__version__, "clips": clips, "repeats": repeats, "warmup": warmup, "videos": videos}
     return {"title": title, "columns": COLUMNS, "rows": rows, "meta": meta}

@@ -4,13 +4,17 @@
 transform. Training items are one random clip per video. Val/test items are views, clip-major:
 ``index = video * num_views + view`` with ``view = clip * crops + crop`` and ``num_views = clips * crops``.
 
+Items hold uint8 clips (C, T, H, W); the engine normalizes them on the device (``normalize_clip``).
+
 Bad samples. Decoding runs under a guard of ``data.decode_timeout`` seconds (in a helper thread; a decoder
-stuck past it is abandoned and the sample counts as unreadable; decoders with ``can_hang = False`` run
-without it). An unreadable sample is logged with its
-path and:
+stuck past it is abandoned and the sample counts as unreadable). Decoders that declare ``can_hang = False``
+(local JPEG frame folders, the synthetic renderer) run without it: the thread would cost about a
+millisecond per sample and protect against nothing. An unreadable sample is logged with its path and:
 
 * train: replaced by the next video (then the one after, up to ``max_attempts``); the item's ``replaced``
-  says how many were skipped;
+  says how many were skipped. When all ``max_attempts`` are unreadable, the item is an all-zero clip with
+  label -1 and ``replaced = max_attempts``: the engine leaves it out of the loss and counts it, and the
+  budget check (summed over all ranks) stops every rank together instead of one rank alone;
 * val/test: kept in place, so that video and view identity never change: the item is an all-zero clip
   with the video's label and ``replaced = 1``. Its scores still count for that video (a wrong or lucky
   guess), and the engine counts it among the unreadable samples.
@@ -143,8 +147,7 @@ class VideoDataset(Dataset):
         if not self.train:
             out, replaced = self._try_load(video, clip, crop), 0
             if out is None:  # keep video/view identity: a zero clip with the video's label
-                size = self.transform.crop_size
-                out, replaced = (torch.zeros(3, self.sampler.num_segments, size, size), self.records[video].label), 1
+                out, replaced = (self._zero_clip(), self.records[video].label), 1
             return {"clip": out[0], "label": out[1], "index": index, "video": video, "view": view,
                     "replaced": replaced}
         for attempt in range(self.max_attempts):
@@ -153,8 +156,17 @@ class VideoDataset(Dataset):
             if out is not None:
                 return {"clip": out[0], "label": out[1], "index": index, "video": candidate, "view": 0,
                         "replaced": attempt}
+        # No raise here: that would stop this rank alone and leave the others waiting in a collective.
         failed = [self.location((video + a) % self.num_videos) for a in range(self.max_attempts)]
-        raise BadDataError(f"{self.max_attempts} consecutive samples are unreadable: {failed}")
+        logger.error("%d consecutive samples are unreadable (item left out of the loss): %s", self.max_attempts,
+                     failed)
+        return {"clip": self._zero_clip(), "label": -1, "index": index, "video": video, "view": 0,
+                "replaced": self.max_attempts}
+
+    def _zero_clip(self) -> torch.Tensor:
+        """The all-zero uint8 clip (C, T, S, S) that stands in for an unreadable sample."""
+        size = self.transform.crop_size
+        return torch.zeros(3, self.sampler.num_segments, size, size, dtype=torch.uint8)
 
     def inspect(self, video: int) -> tuple[Optional[int], Optional[str]]:
         """(frame count, None) if the first view of ``video`` decodes and transforms, else (None, error)."""
@@ -215,9 +227,9 @@ def build_transform(cfg, classes: Sequence[str], train: bool) -> Callable:
     d = cfg.data
     if train:
         flip = FlipPolicy(d.flip, left_right_pairs(classes))
-        return TrainTransform(d.resize, d.crop_size, d.scales, flip, d.mean, d.std)
+        return TrainTransform(d.resize, d.crop_size, d.scales, flip)
     t = cfg.test
-    return TestTransform(t.resize or d.resize, t.crop_size or d.crop_size, t.crops, d.mean, d.std)
+    return TestTransform(t.resize or d.resize, t.crop_size or d.crop_size, t.crops)
 
 
 def build_dataset(cfg, split: str) -> VideoDataset:

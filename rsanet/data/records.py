@@ -38,8 +38,9 @@ class Decoder(Protocol):
     already added ``record.start`` and clamped them), as a uint8 RGB array of shape (T, H, W, 3). It raises
     an exception that names the file when the sample cannot be read.
 
-    A decoder may set ``can_hang = False`` (one that renders in memory and touches no file); the dataset
-    then runs it without the ``data.decode_timeout`` watchdog thread, which costs about 1 ms per sample.
+    A decoder may set ``can_hang = False`` (one whose reads always end: in-memory rendering, local JPEG
+    frame folders); the dataset then runs it without the ``data.decode_timeout`` watchdog thread (one
+    thread started and joined per sample).
     """
 
     def decode(self, record: VideoRecord, indices: Sequence[int]) -> np.ndarray: ...

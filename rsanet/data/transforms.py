@@ -1,7 +1,9 @@
 """Clip transforms: one crop and one flip decision for all frames of a clip.
 
-Input is the decoder's uint8 array (T, H, W, 3); output the project's clip layout, a float tensor
-(C, T, H, W) normalized with ``data.mean``/``data.std`` (ImageNet). Geometry runs on uint8 (T, C, H, W)
+Input is the decoder's uint8 array (T, H, W, 3); output the project's clip layout (C, T, H, W), still uint8:
+DataLoader workers hand over uint8 clips (a quarter of the shared memory of float32), and the engine
+normalizes them with :func:`normalize_clip` (``data.mean``/``data.std``, ImageNet) right after the copy to the
+device. Geometry runs on uint8 (T, C, H, W)
 tensors with ``torchvision.transforms.v2.functional`` (bilinear, antialiased resizes). Those tensors are
 views of the decoder's (T, H, W, 3) memory, i.e. channels-last, which is also torch's fastest uint8 resize
 path (about 4x faster than a contiguous (T, C, H, W) tensor on one thread).
@@ -23,7 +25,7 @@ import torch
 import torchvision.transforms.v2.functional as F
 
 __all__ = ["FlipPolicy", "TrainTransform", "TestTransform", "multiscale_crop_box", "three_crop_boxes",
-           "to_clip_tensor", "normalize"]
+           "to_clip_tensor", "to_model_layout", "normalize_clip"]
 
 # TSN's 13 fixed crop positions, in quarters of the free room (x, y).
 _GRID = ((0, 0), (4, 0), (0, 4), (4, 4), (2, 2), (0, 2), (4, 2), (2, 4), (2, 0), (1, 1), (3, 1), (1, 3), (3, 3))
@@ -66,19 +68,30 @@ def to_clip_tensor(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # (T,H,W,3) -> (T,3,H,W)
 
 
-def normalize(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 (T, 3, H, W) -> float (3, T, H, W): ``(x / 255 - mean) / std`` per channel.
+def to_model_layout(clip: torch.Tensor) -> torch.Tensor:
+    """uint8 (T, 3, H, W) -> contiguous uint8 (3, T, H, W), the clip layout of dataset items."""
+    return clip.permute(1, 0, 2, 3).contiguous()  # (T,3,H,W) -> (3,T,H,W)
 
-    One conversion pass into the output layout, then an in-place affine map (3x faster than the literal
-    sequence of ops on one CPU thread).
+
+def normalize_clip(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 clips (..., 3, T, H, W) -> float32 ``(x / 255 - mean) / std`` per channel, on the clip's device.
+
+    The engine calls it right after the host-to-device copy of a batch, and the inference tools on their
+    clips, so every consumer feeds the model the same values. Per channel: one conversion, then an in-place
+    ``x * (1 / (255 std)) + (-mean / std)`` with float32 constants passed as Python scalars (no small tensor
+    is copied to the device, which would wait for the GPU). The result is bitwise the same on CPU and GPU.
     """
-    t, c, h, w = clip.shape
-    out = torch.empty((c, t, h, w), dtype=torch.float32)
-    out.copy_(clip.permute(1, 0, 2, 3))  # (T,3,H,W) -> (3,T,H,W), uint8 -> float
+    if clip.dtype != torch.uint8:
+        raise TypeError(f"normalize_clip expects uint8 clips (DESIGN.md, \"Samples\"), got {clip.dtype}")
+    if clip.dim() < 4 or clip.shape[-4] != len(mean) or len(mean) != len(std):
+        raise ValueError(f"expected clips (..., {len(mean)}, T, H, W), got {tuple(clip.shape)}")
     m, s = torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64)
-    scale = (1.0 / (255.0 * s)).float().view(c, 1, 1, 1)  # (3,) -> (3, 1, 1, 1)
-    bias = (-m / s).float().view(c, 1, 1, 1)  # (3,) -> (3, 1, 1, 1)
-    return out.mul_(scale).add_(bias)
+    scale = (1.0 / (255.0 * s)).float().tolist()  # (3,) float32 values as Python floats (exact)
+    bias = (-m / s).float().tolist()  # (3,)
+    out = clip.to(torch.float32)
+    for c in range(len(scale)):
+        out.select(-4, c).mul_(scale[c]).add_(bias[c])  # channel c: (..., T, H, W)
+    return out
 
 
 def _resize(clip: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -111,14 +124,13 @@ def three_crop_boxes(height: int, width: int, size: int) -> list[tuple[int, int]
 
 
 class TrainTransform:
-    """Resize, TSN multi-scale crop, flip policy, normalize: (T, H, W, 3) uint8 -> (C, T, S, S) float."""
+    """Resize, TSN multi-scale crop, flip policy: (T, H, W, 3) uint8 -> (C, T, S, S) uint8."""
 
-    def __init__(self, resize: Sequence[int], crop_size: int, scales: Sequence[float], flip: FlipPolicy,
-                 mean: Sequence[float], std: Sequence[float]):
+    def __init__(self, resize: Sequence[int], crop_size: int, scales: Sequence[float], flip: FlipPolicy):
         if crop_size > min(resize):
             raise ValueError(f"data.crop_size {crop_size} is larger than the short side of data.resize {list(resize)}")
         self.resize, self.crop_size, self.scales = list(resize), crop_size, list(scales)
-        self.flip, self.mean, self.std = flip, list(mean), list(std)
+        self.flip = flip
 
     def __call__(self, frames: np.ndarray, label: int, crop: int = 0,
                  generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, int]:
@@ -128,22 +140,21 @@ class TrainTransform:
         flip, label = self.flip.decide(label, generator)
         if flip:
             clip = F.horizontal_flip(clip)
-        return normalize(clip, self.mean, self.std), label
+        return to_model_layout(clip), label
 
 
 class TestTransform:
-    """Resize, then the centre crop or crop ``crop`` of three; normalize. Deterministic."""
+    """Resize, then the centre crop or crop ``crop`` of three: (T, H, W, 3) uint8 -> (C, T, S, S) uint8.
+    Deterministic."""
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, resize: Sequence[int], crop_size: int, crops: int, mean: Sequence[float],
-                 std: Sequence[float]):
+    def __init__(self, resize: Sequence[int], crop_size: int, crops: int):
         if crops not in (1, 3):
             raise ValueError(f"test.crops must be 1 or 3, got {crops}")
         if crop_size > min(resize):
             raise ValueError(f"test crop size {crop_size} is larger than the short side of the resize {list(resize)}")
         self.resize, self.crop_size, self.crops = list(resize), crop_size, crops
-        self.mean, self.std = list(mean), list(std)
 
     def __call__(self, frames: np.ndarray, label: int, crop: int = 0,
                  generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, int]:
@@ -154,4 +165,4 @@ class TestTransform:
         else:
             top, left = three_crop_boxes(clip.shape[-2], clip.shape[-1], s)[crop]
             clip = F.crop(clip, top, left, s, s)
-        return normalize(clip, self.mean, self.std), label
+        return to_model_layout(clip), label

@@ -42,30 +42,32 @@ def video_ids_of(dataset) -> list[str]:
 
 
 @torch.no_grad()
-def _predict(model: nn.Module, loader, cfg: Config, ctx: DistContext,
-             bar=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """This rank's ``meta (S, 4) int64 = [index, video, label, replaced]``, ``probs`` and ``logits`` (S, K) float32."""
-    metas, probs, logit_rows = [], [], []
+def _predict(model: nn.Module, loader, cfg: Config, ctx: DistContext, bar=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's ``meta (S, 4) int64 = [index, video, label, replaced]`` on the host and ``scores (S, 2K)
+    float32`` on the device: softmax probabilities, then the logits. Nothing is read back per batch: the
+    scores stay on the device until the gather, so the host queues batch after batch without waiting."""
+    metas, scores = [], []
     for batch in loader:
-        clip, _ = to_device(batch, ctx.device)
+        clip, _ = to_device(batch, ctx.device, cfg.data.mean, cfg.data.std)
         with autocast(cfg, ctx.device):
             logits = model(clip)
-        probs.append(torch.softmax(logits.float(), dim=1).cpu())
-        logit_rows.append(logits.float().cpu())
+        logits = logits.float()
+        scores.append(torch.cat([torch.softmax(logits, dim=1), logits], dim=1))  # (B, K) + (B, K) -> (B, 2K)
         metas.append(torch.stack([torch.as_tensor(batch[k]).long() for k in ("index", "video", "label", "replaced")],
-                                 dim=1))  # (B, 4)
+                                 dim=1))  # (B, 4), host
         if bar is not None:
             bar.update(1)
-    return torch.cat(metas), torch.cat(probs), torch.cat(logit_rows)
+    return torch.cat(metas), torch.cat(scores)
 
 
 def evaluate(model: nn.Module, loader, dataset, cfg: Config, ctx: DistContext, split: str = "val",
              bar=None) -> EvalResult:
     """Scores of every video of ``dataset`` (the loader's sampler shards it over ranks, padded)."""
     model.eval()
-    meta, probs, logits = _predict(model, loader, cfg, ctx, bar)
-    meta, probs = all_gather_tensor(meta).numpy(), all_gather_tensor(probs).numpy()  # (world * S, ...)
-    logits = all_gather_tensor(logits).numpy()
+    meta, scores = _predict(model, loader, cfg, ctx, bar)
+    # one gather each (on the device for NCCL), then one copy to the host: (world * S, ...)
+    meta, scores = all_gather_tensor(meta).numpy(), all_gather_tensor(scores).numpy()
+    probs, logits = np.split(scores, 2, axis=1)  # (world * S, 2K) -> 2 x (world * S, K)
     _, first = np.unique(meta[:, 0], return_index=True)
     check_bad_fraction(float(meta[first, 3].sum()), float(len(first)), cfg.data.max_bad_fraction, split)
     if len(first) != len(dataset):

@@ -1,8 +1,9 @@
 """Data loaders of the engine: a resumable distributed sampler for training, a padded one for evaluation,
-and the unreadable-sample budget (``data.max_bad_fraction``)."""
+the host-to-device step (uint8 clips normalized on the device) and the unreadable-sample budget
+(``data.max_bad_fraction``)."""
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -37,10 +38,10 @@ class ResumableDistributedSampler(DistributedSampler):
         return self.num_samples - self.skip
 
 
-def _loader_kwargs(cfg: Config, ctx: DistContext) -> dict:
+def _loader_kwargs(cfg: Config, ctx: DistContext, persistent: bool) -> dict:
     workers = cfg.data.num_workers
     return {"num_workers": workers, "pin_memory": cfg.data.pin_memory and ctx.device.type == "cuda",
-            "persistent_workers": workers > 0}
+            "persistent_workers": persistent and workers > 0}
 
 
 def build_train_loader(dataset: Dataset, cfg: Config,
@@ -54,17 +55,21 @@ def build_train_loader(dataset: Dataset, cfg: Config,
                          f"train.batch_size={cfg.train.batch_size} x train.accumulate={cfg.train.accumulate} "
                          f"clips on each of {ctx.world_size} processes")
     loader = DataLoader(dataset, batch_size=cfg.train.batch_size, sampler=sampler, drop_last=True,
-                        **_loader_kwargs(cfg, ctx))
+                        **_loader_kwargs(cfg, ctx, persistent=True))
     return loader, sampler
 
 
 def build_eval_loader(dataset: Dataset, cfg: Config, ctx: DistContext) -> DataLoader:
     """Every sample once, in order, sharded over processes; the sampler pads the last shard by repeating
-    samples, and the evaluation drops those duplicates by sample index."""
+    samples, and the evaluation drops those duplicates by sample index.
+
+    Its workers are not persistent: between validations they would hold ``data.num_workers`` processes per
+    rank, and their prefetched batches in shared memory, next to the training loader's.
+    """
     sampler = ResumableDistributedSampler(dataset, ctx.world_size, ctx.rank, shuffle=False,
                                           seed=cfg.runtime.seed, drop_last=False)
     return DataLoader(dataset, batch_size=cfg.test.batch_size, sampler=sampler, drop_last=False,
-                      **_loader_kwargs(cfg, ctx))
+                      **_loader_kwargs(cfg, ctx, persistent=False))
 
 
 def check_bad_fraction(replaced: float, total: float, max_fraction: float, split: str) -> None:
@@ -73,8 +78,11 @@ def check_bad_fraction(replaced: float, total: float, max_fraction: float, split
     check(int(replaced), int(total), max_fraction, split)
 
 
-def to_device(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(clip (B, C, T, H, W), label (B,))`` of a collated batch on ``device``."""
-    clip = batch["clip"].to(device, non_blocking=True)
+def to_device(batch: dict, device: torch.device, mean: Sequence[float],
+              std: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(clip (B, C, T, H, W) float32, label (B,))`` of a collated batch on ``device``: the uint8 clips are
+    copied (pinned memory: asynchronously) and then normalized there with ``data.mean``/``data.std``."""
+    from rsanet.data import normalize_clip
+    clip = normalize_clip(batch["clip"].to(device, non_blocking=True), mean, std)
     label = torch.as_tensor(batch["label"]).to(device, non_blocking=True)
     return clip, label

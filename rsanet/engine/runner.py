@@ -2,11 +2,13 @@
 
 Order of a run: everything that can fail on bad input (config, dataset files, pretrained weights, the
 work dir, the checkpoint to resume) is checked first; only then is the process group created, so a
-mistake never leaves ranks waiting for each other.
+mistake never leaves ranks waiting for each other. Right after it, the ranks check that they all resolved
+the same checkpoint to resume (node-local work dirs can differ).
 """
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import os
 import random
@@ -63,6 +65,17 @@ def _build_datasets(cfg: Config, splits: list[str]) -> dict:
     return {s: build_dataset(cfg, s) for s in dict.fromkeys(splits)}
 
 
+def _check_train_labels(dataset, split: str) -> None:
+    """Every training record needs a label: label -1 in a training batch means "no usable clip" (a sample
+    whose replacements were all unreadable) and is left out of the loss, so unlabelled records would be
+    skipped silently."""
+    records = getattr(dataset, "records", None)
+    unlabelled = [r.path for r in records or () if r.label < 0]
+    if unlabelled:
+        raise ValueError(f"the `{split}` split has {len(unlabelled)} videos without a label (first: "
+                         f"{unlabelled[0]}): train.split must name labelled annotations (data.train_annotations)")
+
+
 def _check_labels(dataset, split: str) -> None:
     records = getattr(dataset, "records", None)
     if records is not None and all(r.label < 0 for r in records):
@@ -97,13 +110,30 @@ def to_channels_last(net: nn.Module) -> None:
             m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
 
 
+def _ddp_options() -> dict:
+    """DDP flags beyond the defaults.
+
+    ``gradient_as_bucket_view``: the ``.grad`` tensors are views into DDP's all-reduce buckets, so gradients
+    are neither copied in and out of the buckets nor held twice (one gradient's worth of memory saved).
+
+    No buffer broadcast before every forward (``forward_sync_buffers=False``; older torch calls it
+    ``broadcast_buffers``): in training mode BatchNorm normalizes with batch statistics, so the running
+    ones never change the loss or the gradients; they only matter for evaluation and checkpoints, which use
+    rank 0's (``_validate_epoch`` broadcasts them before validating, and rank 0 saves its own). Buffers are
+    still equal at the start: same seed, or the same checkpoint, on every rank.
+    """
+    known = inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters
+    buffers = "forward_sync_buffers" if "forward_sync_buffers" in known else "broadcast_buffers"
+    return {"gradient_as_bucket_view": True, buffers: False}
+
+
 def _wrap(net: nn.Module, cfg: Config, ctx: DistContext) -> nn.Module:
     model = net
     if cfg.train.compile:
         model = torch.compile(model)
     if ctx.distributed:
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        model = nn.parallel.DistributedDataParallel(model, device_ids=ids, **_ddp_options())
     return model
 
 
@@ -185,6 +215,34 @@ def _resolve_resume(work_dir: Path, resume: Optional[str]) -> Optional[tuple[Pat
     if resume == "auto":
         return find_resume_checkpoint(work_dir)
     return Path(resume), load_checkpoint(resume)
+
+
+def _agree_on_resume(work_dir: Path, resumed: Optional[tuple[Path, dict]]) -> None:
+    """Stop every rank, together, unless all resolved the same starting point (a collective).
+
+    Each rank resolves ``--resume`` on its own before the process group exists. With node-local work dirs
+    one node may find a checkpoint and another none, or an older one; DDP's initial broadcast would hide
+    that until the step counts diverge and a collective hangs. Compared: the checkpoint (relative to the
+    work dir when inside it) and its global step.
+    """
+    if resumed is None:
+        mine = ("fresh start", 0)
+    else:
+        path, ckpt = resumed
+        mine = (str(path.relative_to(work_dir)) if path.is_relative_to(work_dir) else str(path),
+                int(ckpt["global_step"]))
+    every = all_gather_object(mine)
+    if len(set(every)) > 1:
+        ranks: dict[tuple[str, int], list[int]] = {}
+        for r, choice in enumerate(every):
+            ranks.setdefault(tuple(choice), []).append(r)
+        seen = ", ".join(f"rank{'s' if len(rs) > 1 else ''} {','.join(map(str, rs))}: {name}"
+                         + (f" (global step {step})" if name != "fresh start" else "")
+                         for (name, step), rs in ranks.items())
+        raise CheckpointError(
+            f"the ranks disagree on where training continues ({seen}), so they would drift apart and hang. "
+            f"Each node resolves --resume in its own {work_dir}: give every node the same checkpoint (a shared "
+            "work dir, or copy it) or pass --resume PATH with a file that every node can read.")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -306,6 +364,7 @@ def run_training(cfg: Config, work_dir: str | os.PathLike | None = None, resume:
         validate(cfg, world_size=world)
     datasets = _build_datasets(cfg, [cfg.train.split, cfg.train.val_split])  # missing files fail here
     _check_labels(datasets[cfg.train.val_split], cfg.train.val_split)
+    _check_train_labels(datasets[cfg.train.split], cfg.train.split)
     _check_pretrained(cfg)
     if cfg.model.init_from and not Path(cfg.model.init_from).is_file():
         raise FileNotFoundError(f"model.init_from: checkpoint not found: {cfg.model.init_from}")
@@ -315,6 +374,7 @@ def run_training(cfg: Config, work_dir: str | os.PathLike | None = None, resume:
     logger = None
     try:
         logger = RunLogger(work_dir, ctx.rank, cfg.runtime.tensorboard)
+        _agree_on_resume(work_dir, resumed)
         run, rng = _setup(cfg, ctx, work_dir, datasets, resumed, logger)
         del resumed  # the loaded checkpoint is in the model and optimizer now; free its CPU copy
         finished = _epoch_loop(run, rng, stop_after)

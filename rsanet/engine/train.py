@@ -1,4 +1,9 @@
-"""One training epoch: gradient accumulation, AMP, gradient clipping and the non-finite loss guard."""
+"""One training epoch: gradient accumulation, AMP, gradient clipping and the non-finite loss guard.
+
+Host-device syncs: the loss and the gradient norm stay on the device; a step reads one flag back (are the
+loss and the norm finite?), and the values themselves are read at ``runtime.log_interval`` only. The
+unreadable-sample counts are summed over all ranks at the same steps, so every rank stops together.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -20,8 +25,10 @@ from rsanet.logging import RunLogger
 
 __all__ = ["TrainState", "TrainParts", "NonFiniteLossError", "autocast", "train_one_epoch"]
 
-# Consecutive fp16 steps skipped by the loss scaler after which the run is declared diverged.
-MAX_CONSECUTIVE_SKIPS = 10
+# fp16: the run is declared diverged when the loss scale falls below this. The scaler starts at 2^16 and
+# halves the scale on each overflow, so its calibration (a few skips) stays far above it; 17 overflows in a
+# row from the start, or a model whose gradients overflow at any scale, end below it.
+MIN_LOSS_SCALE = 1.0
 
 
 class NonFiniteLossError(RuntimeError):
@@ -68,35 +75,56 @@ def autocast(cfg: Config, device: torch.device):
 
 def _forward_backward(parts: TrainParts, batch: dict, sync: bool) -> torch.Tensor:
     """Loss of one micro-batch, backpropagated (scaled by 1/accumulate). DDP syncs only when ``sync``."""
-    clip, label = to_device(batch, parts.ctx.device)
+    clip, label = to_device(batch, parts.ctx.device, parts.cfg.data.mean, parts.cfg.data.std)
     no_sync = isinstance(parts.model, DistributedDataParallel) and not sync
     with parts.model.no_sync() if no_sync else contextlib.nullcontext():
         with autocast(parts.cfg, parts.ctx.device):
             logits = parts.model(clip)
-        loss = parts.criterion(logits.float(), label)
+        loss = _labelled_loss(parts, logits.float(), label, torch.as_tensor(batch["label"]))
         scaled = loss / parts.cfg.train.accumulate
         (parts.scaler.scale(scaled) if parts.scaler is not None else scaled).backward()
     return loss.detach()
 
 
-def _optimizer_step(parts: TrainParts) -> tuple[torch.Tensor, bool]:
-    """Unscale, clip, step. Returns ``(gradient norm, stepped)``; ``stepped`` is False when the fp16 scaler
-    skipped the step. The norm is computed after DDP's all-reduce, so it is the same on every rank."""
+def _labelled_loss(parts: TrainParts, logits: torch.Tensor, label: torch.Tensor,
+                   host_label: torch.Tensor) -> torch.Tensor:
+    """The criterion over the items with a label. Label -1 marks a train item whose replacements were all
+    unreadable (an all-zero clip, see ``rsanet.data.datasets``): it is left out, decided on the host."""
+    keep = host_label >= 0  # (B,) on the host: no sync
+    if bool(keep.all()):
+        return parts.criterion(logits, label)
+    if not bool(keep.any()):
+        return logits.sum() * 0.0  # every parameter stays in the graph (DDP waits for all of them)
+    idx = keep.nonzero().squeeze(1).to(logits.device)  # (n,); a rare path, its copy may wait for the GPU
+    return parts.criterion(logits.index_select(0, idx), label.index_select(0, idx))
+
+
+def _optimizer_step(parts: TrainParts, loss: torch.Tensor) -> tuple[torch.Tensor, Optional[str]]:
+    """Unscale, clip, then step unless the loss or the gradient norm is not finite. Returns ``(gradient norm,
+    None)`` when the step was taken, else ``(norm, why)``: ``"overflow"`` when the fp16 loss scaler backed
+    off (the step is skipped and training goes on), another reason when the values are non-finite for real.
+
+    The finiteness test is the step's only host-device sync, for fp32, bf16 and fp16 alike (a skipped step
+    also reads the loss scale). The norm is computed after DDP's all-reduce: every rank decides the same.
+    """
     opt, scaler = parts.optimizer, parts.scaler
     if scaler is not None:
         scaler.unscale_(opt)
     max_norm = parts.cfg.train.clip_grad_norm
     params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
     norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else math.inf)
+    finite = bool(torch.isfinite(norm) & torch.isfinite(loss))  # the one sync of a step
+    if finite:
+        opt.step()  # not scaler.step(opt): it would read the scaler's inf flags back, a second sync
     if scaler is None:
-        if not torch.isfinite(norm):
-            return norm, False
-        opt.step()
-        return norm, True
-    scale = scaler.get_scale()
-    scaler.step(opt)
-    scaler.update()
-    return norm, scaler.get_scale() >= scale
+        return norm, None if finite else "non-finite loss or gradient"
+    before = None if finite else scaler.get_scale()
+    scaler.update()  # halves the scale when unscale_ found inf/NaN gradients, else grows it on schedule
+    if finite:
+        return norm, None
+    if scaler.get_scale() < before:
+        return norm, "overflow"
+    return norm, "non-finite loss with finite gradients (not an fp16 overflow)"
 
 
 def _non_finite(parts: TrainParts, state: TrainState, loss: float, norm: float, why: str) -> NonFiniteLossError:
@@ -108,8 +136,9 @@ def _non_finite(parts: TrainParts, state: TrainState, loss: float, norm: float, 
         "train.clip_grad_norm / train.amp=bf16.")
 
 
-def _accumulate(parts: TrainParts, it) -> tuple[float, float, float, int]:
-    """Forward/backward ``train.accumulate`` micro-batches. Returns (mean loss, data time, replaced, clips)."""
+def _accumulate(parts: TrainParts, it) -> tuple[torch.Tensor, float, float, int]:
+    """Forward/backward ``train.accumulate`` micro-batches. Returns (mean loss on the device, data time,
+    replaced, clips)."""
     accumulate = parts.cfg.train.accumulate
     losses, data_time, bad, seen = [], 0.0, 0.0, 0
     for micro in range(accumulate):
@@ -119,20 +148,25 @@ def _accumulate(parts: TrainParts, it) -> tuple[float, float, float, int]:
         bad += float(torch.as_tensor(batch["replaced"]).sum())
         seen += len(batch["clip"])
         losses.append(_forward_backward(parts, batch, sync=micro == accumulate - 1))
-    return float(torch.stack(losses).mean()), data_time, bad, seen
+    return torch.stack(losses).mean(), data_time, bad, seen
 
 
-def _guard(parts: TrainParts, state: TrainState, loss: float, norm: float, stepped: bool, skipped: int) -> int:
-    """Stop on a non-finite step (or too many fp16 skips); log a skip. Returns the consecutive skip count."""
-    if stepped:
+def _guard(parts: TrainParts, state: TrainState, loss: torch.Tensor, norm: torch.Tensor, why: Optional[str],
+           skipped: int) -> int:
+    """Stop on non-finite values, or when the fp16 loss scale collapsed below ``MIN_LOSS_SCALE``; log an fp16
+    overflow skip. Returns the number of consecutive skips."""
+    if why is None:
         return 0
-    if parts.scaler is None:
-        raise _non_finite(parts, state, loss, norm, "non-finite loss or gradient")
-    skipped += 1
-    parts.logger.warning(f"fp16 loss scaler skipped iteration {state.global_step + 1} (loss {loss:.4f}, "
-                         f"gradient norm {norm}); loss scale now {parts.scaler.get_scale():g}")
-    if skipped >= MAX_CONSECUTIVE_SKIPS:
-        raise _non_finite(parts, state, loss, norm, f"{skipped} consecutive fp16 steps skipped")
+    loss_value, norm_value = torch.stack([loss.float(), norm.float()]).tolist()  # read on this rare path only
+    if why != "overflow":
+        raise _non_finite(parts, state, loss_value, norm_value, why)
+    skipped, scale = skipped + 1, parts.scaler.get_scale()
+    parts.logger.warning(f"fp16 loss scaler skipped iteration {state.global_step + 1} (loss {loss_value:.4f}, "
+                         f"gradient norm {norm_value}); loss scale now {scale:g}")
+    if scale < MIN_LOSS_SCALE:
+        raise _non_finite(parts, state, loss_value, norm_value,
+                          f"fp16 loss scale collapsed to {scale:g} (below {MIN_LOSS_SCALE:g}) after {skipped} "
+                          "overflows in a row")
     return skipped
 
 
@@ -156,19 +190,19 @@ def train_one_epoch(parts: TrainParts, state: TrainState, loader, rng_after_iter
         tic = time.perf_counter()
         loss, data_time, step_bad, step_seen = _accumulate(parts, it)
         bad, seen = bad + step_bad, seen + step_seen
-        norm, stepped = _optimizer_step(parts)
+        norm, why = _optimizer_step(parts, loss)
         parts.optimizer.zero_grad(set_to_none=True)
-        skipped = _guard(parts, state, loss, float(norm), stepped, skipped)
+        skipped = _guard(parts, state, loss, norm, why, skipped)
         lr = parts.optimizer.param_groups[0]["lr"]
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*")  # after a skipped fp16 step
             parts.scheduler.step()
         state.step_in_epoch += 1
         state.global_step += 1
-        # This rank alone over the budget of the whole epoch (all ranks) is over it for sure: stop early.
-        check_bad_fraction(bad, parts.steps_per_epoch * clips_per_step, cfg.data.max_bad_fraction, cfg.train.split)
         meter.add(loss, data_time, time.perf_counter() - tic, clips_per_step)
-        _log_step(parts, state, meter, lr, float(norm), bar)
+        if _log_due(parts, state):
+            _check_bad_so_far(parts, bad, clips_per_step)
+        _log_step(parts, state, meter, lr, norm, bar)
         if state.step_in_epoch < parts.steps_per_epoch and _mid_epoch_save_due(cfg, state):
             parts.save_last()
         if stop_after is not None and state.global_step >= stop_after:
@@ -178,6 +212,19 @@ def train_one_epoch(parts: TrainParts, state: TrainState, loader, rng_after_iter
     total = all_reduce_sum([bad, seen])
     check_bad_fraction(float(total[0]), float(total[1]), cfg.data.max_bad_fraction, cfg.train.split)
     return True
+
+
+def _log_due(parts: TrainParts, state: TrainState) -> bool:
+    """Every ``runtime.log_interval`` steps, and at the end of the epoch (the same steps on every rank)."""
+    return state.global_step % parts.cfg.runtime.log_interval == 0 or state.step_in_epoch == parts.steps_per_epoch
+
+
+def _check_bad_so_far(parts: TrainParts, bad: float, clips_per_step: int) -> None:
+    """Stop every rank together once the unreadable samples of all ranks exceed the budget of the whole
+    epoch (a collective; a rank stopping alone would leave the others waiting in the next all-reduce)."""
+    total = float(all_reduce_sum([bad])[0])
+    check_bad_fraction(total, parts.steps_per_epoch * clips_per_step, parts.cfg.data.max_bad_fraction,
+                       parts.cfg.train.split)
 
 
 def _mid_epoch_save_due(cfg: Config, state: TrainState) -> bool:
@@ -192,9 +239,9 @@ class _Meter:
         self.reset()
 
     def reset(self) -> None:
-        self.n, self.loss, self.data, self.time, self.clips = 0, 0.0, 0.0, 0.0, 0
+        self.n, self.loss, self.data, self.time, self.clips = 0, 0.0, 0.0, 0.0, 0  # loss: a device tensor once added
 
-    def add(self, loss: float, data_time: float, step_time: float, clips: int) -> None:
+    def add(self, loss: torch.Tensor, data_time: float, step_time: float, clips: int) -> None:
         self.n += 1
         self.loss += loss
         self.data += data_time
@@ -216,16 +263,18 @@ def _close(bar) -> None:
         bar.close()
 
 
-def _log_step(parts: TrainParts, state: TrainState, meter: _Meter, lr: float, norm: float, bar) -> None:
+def _log_step(parts: TrainParts, state: TrainState, meter: _Meter, lr: float, norm: torch.Tensor, bar) -> None:
     cfg, ctx = parts.cfg, parts.ctx
     if bar is not None:
         bar.update(1)
-        bar.set_postfix(loss=f"{meter.loss / meter.n:.4f}", lr=f"{lr:.2e}", data=f"{meter.data / meter.n:.3f}s",
-                        clips_s=f"{meter.clips / max(meter.time, 1e-9):.1f}", refresh=False)
-    if state.global_step % cfg.runtime.log_interval and state.step_in_epoch != parts.steps_per_epoch:
+    if not _log_due(parts, state):
         return
-    values = {"epoch": state.epoch + 1, "loss": meter.loss / meter.n, "lr": lr, "grad_norm": norm,
+    loss, norm = torch.stack([meter.loss / meter.n, norm.float()]).tolist()  # the interval's one read-back
+    values = {"epoch": state.epoch + 1, "loss": loss, "lr": lr, "grad_norm": norm,
               "data_time": meter.data / meter.n, "clips_per_s": meter.clips / max(meter.time, 1e-9)}
+    if bar is not None:
+        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", data=f"{values['data_time']:.3f}s",
+                        clips_s=f"{values['clips_per_s']:.1f}", refresh=False)
     if ctx.device.type == "cuda":
         values["gpu_mem_gb"] = torch.cuda.max_memory_allocated(ctx.device) / 2 ** 30
     parts.logger.record("train", state.global_step, **values)

@@ -110,7 +110,7 @@ def pipeline():
 def test_test_loader_matches_the_authors_loader(frames, tmp_path, pipeline):
     """Our test loader (SS-V1 CSV, JPEG folders, data.segment_rule=tsm, resize + centre crop) gives the
     clips their TSNDataSet gave (frame counts on both sides of T), to one grey level."""
-    from rsanet.data import build_dataset
+    from rsanet.data import build_dataset, normalize_clip
 
     vids = list(PIPELINE["folders"])
     opts = ssv1_tree(tmp_path, FIXTURES / "frames", dict(zip(vids, pipeline["labels"].tolist())))
@@ -118,6 +118,7 @@ def test_test_loader_matches_the_authors_loader(frames, tmp_path, pipeline):
     worst = 0
     for i, vid in enumerate(vids):
         clip, _, decoded = dataset.load(i)
+        clip = normalize_clip(clip, MEAN, STD).double()  # the model's input, as the engine makes it
         assert (decoded.indices + 1).tolist() == pipeline[f"T{frames}/{vid}/indices"].tolist(), vid
         grey = clip * torch.tensor(STD).view(3, 1, 1, 1) + torch.tensor(MEAN).view(3, 1, 1, 1)
         diff = (grey * 255 - torch.from_numpy(pipeline[f"T{frames}/{vid}/clip"]).double()).abs().max()

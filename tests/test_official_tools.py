@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from rsanet.config import load_config
-from rsanet.data import build_dataset
+from rsanet.data import build_dataset, normalize_clip
 from rsanet.data.media import textured_frames, write_frame_folder, write_video
 from rsanet.models import build_model
 from rsanet.models.official import authors_checkpoint, native_to_authors
@@ -98,7 +98,8 @@ def test_tools_test_runs_an_authors_checkpoint_end_to_end(trees, dataset, tmp_pa
     assert "authors' checkpoint (KimManjin/RSA format, epoch 50, arch ResNet, best_prec1 65.779) converted" in out
     cfg = load_config(config)
     dataset_ = build_dataset(cfg, "val")
-    clips = torch.stack([dataset_.load(i)[0] for i in range(dataset_.num_videos)])
+    clips = normalize_clip(torch.stack([dataset_.load(i)[0] for i in range(dataset_.num_videos)]),
+                           cfg.data.mean, cfg.data.std)
     with torch.no_grad():
         expected = trees["model"](clips)
     with np.load(tmp_path / "scores.npz") as z:

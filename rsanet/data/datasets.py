@@ -19,6 +19,7 @@ The engine sums ``replaced`` over an epoch and calls :func:`check_bad_fraction`.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from pathlib import Path
@@ -235,6 +236,10 @@ def build_dataset(cfg, split: str) -> VideoDataset:
 
         records, decoder, classes = build_synthetic(cfg, split)
     else:
+        if cfg.data.dataset == "list" and (cfg.data.backend == "auto" or cfg.model.num_classes == 0):
+            from rsanet.data.check import resolve_list  # what the list's files decide (the engine does it first)
+            cfg = copy.deepcopy(cfg)
+            resolve_list(cfg, [split])
         records, decoder, classes, dropped = build_records(cfg, split)
         if len(classes) != cfg.model.num_classes:
             raise ValueError(f"model.num_classes={cfg.model.num_classes}, but data.label_file "

@@ -16,6 +16,7 @@ from rsanet.config import Config
 from rsanet.dist import DistContext, all_reduce_sum
 from rsanet.engine.checkpoint import restore_rng_state
 from rsanet.engine.loaders import check_bad_fraction, to_device
+from rsanet.engine.stop import StopRequest
 from rsanet.logging import RunLogger
 
 __all__ = ["TrainState", "TrainParts", "NonFiniteLossError", "autocast", "train_one_epoch"]
@@ -56,6 +57,7 @@ class TrainParts:
     logger: RunLogger
     steps_per_epoch: int
     save_last: Callable[[], None] = field(default=lambda: None)  # writes last.pth of the current state
+    stop: Optional[StopRequest] = None  # SIGTERM / SIGINT: save and stop after the current step
 
 
 def autocast(cfg: Config, device: torch.device):
@@ -142,6 +144,7 @@ def train_one_epoch(parts: TrainParts, state: TrainState, loader, rng_after_iter
 
     ``rng_after_iter`` (a mid-epoch resume) is restored after the loader's iterator exists, which is where
     it was captured. ``stop_after`` ends the run, as if killed, after that many optimizer steps in total.
+    A stop signal (``parts.stop``) before the epoch's last step saves last.pth and ends the epoch early.
     Returns False when stopped early, True when the epoch is complete.
     """
     cfg, ctx = parts.cfg, parts.ctx
@@ -169,8 +172,13 @@ def train_one_epoch(parts: TrainParts, state: TrainState, loader, rng_after_iter
         check_bad_fraction(bad, parts.steps_per_epoch * clips_per_step, cfg.data.max_bad_fraction, cfg.train.split)
         meter.add(loss, data_time, time.perf_counter() - tic, clips_per_step)
         _log_step(parts, state, meter, lr, float(norm), bar)
-        if state.step_in_epoch < parts.steps_per_epoch and _mid_epoch_save_due(cfg, state):
-            parts.save_last()
+        if state.step_in_epoch < parts.steps_per_epoch:
+            if parts.stop is not None and parts.stop.poll():
+                _close(bar)
+                parts.save_last()
+                return False
+            if _mid_epoch_save_due(cfg, state):
+                parts.save_last()
         if stop_after is not None and state.global_step >= stop_after:
             _close(bar)
             return False
@@ -218,10 +226,10 @@ def _close(bar) -> None:
 
 def _log_step(parts: TrainParts, state: TrainState, meter: _Meter, lr: float, norm: float, bar) -> None:
     cfg, ctx = parts.cfg, parts.ctx
-    if bar is not None:
-        bar.update(1)
+    if bar is not None:  # values first, then the update that draws them (not one step late)
         bar.set_postfix(loss=f"{meter.loss / meter.n:.4f}", lr=f"{lr:.2e}", data=f"{meter.data / meter.n:.3f}s",
                         clips_s=f"{meter.clips / max(meter.time, 1e-9):.1f}", refresh=False)
+        bar.update(1)
     if state.global_step % cfg.runtime.log_interval and state.step_in_epoch != parts.steps_per_epoch:
         return
     values = {"epoch": state.epoch + 1, "loss": meter.loss / meter.n, "lr": lr, "grad_norm": norm,

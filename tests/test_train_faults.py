@@ -109,6 +109,13 @@ def test_resume_path_with_another_model_is_a_clear_error(tmp_path, monkeypatch, 
         run_training(synthetic_cfg("train.epochs=1", "model.width=16"), tmp_path / "b",
                      resume=str(tmp_path / "a" / "last.pth"))
     assert not (tmp_path / "b").exists()
+    from rsanet.config import dump_config
+    from test_tools_support import load_tool
+    dump_config(synthetic_cfg("train.epochs=1", "model.width=16"), tmp_path / "wide.yaml")
+    code = load_tool("train").main(["--config", str(tmp_path / "wide.yaml"), "--work-dir", str(tmp_path / "b"),
+                                    "--resume", str(tmp_path / "a" / "last.pth")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith(f"error: {tmp_path / 'a' / 'last.pth'} holds another model") and "Traceback" not in err
 
 
 def test_truncated_last_is_skipped_with_a_warning(tmp_path):

@@ -110,7 +110,7 @@ class ModelConfig:
     """TSN-ResNet backbone with spatio-temporal transforms."""
 
     arch: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = "resnet50"  # backbone depth
-    num_classes: int = 0  # classifier outputs; 0 = the dataset's count (OFFICIAL_CLASSES, data.synthetic_classes, a list's label file or largest label + 1); our choice
+    num_classes: int = 0  # classifier outputs; 0 = the dataset's class count (label file, official count); ours
     num_segments: int = 8  # frames per clip seen by the model (T)
     width: int = 64  # channels of the stem; 64 is the standard ResNet, smaller values make tiny models
     dropout: float = 0.3  # dropout before the classifier
@@ -131,7 +131,7 @@ class DataConfig:
     val_annotations: Optional[str] = None  # official validation annotation file
     test_annotations: Optional[str] = None  # official test annotation file (often without labels)
     label_file: Optional[str] = None  # official labels / vocab / categories file
-    backend: Literal["auto", "frames", "video"] = "auto"  # JPEG frame folders or video files (decord); auto: a list's entries decide, official datasets their release form (OFFICIAL_BACKEND); our choice
+    backend: Literal["auto", "frames", "video"] = "auto"  # JPEG frame folders or video files; auto: from the data; ours
     frame_template: str = "{:05d}.jpg"  # file name of frame i (1-based) inside a frame folder
     frame_start: int = 1  # index of the first frame file on disk (SS-V1 starts at 00001.jpg)
     video_ext: str = ""  # video file extension, '' means the dataset's default (webm for SS-V2, mp4 otherwise)

@@ -125,7 +125,8 @@ def curve_series(records: Sequence[dict]) -> dict[str, tuple[np.ndarray, np.ndar
     val = [r for r in records if r.get("kind") == "val"]
     for name in ("top1", "top5"):
         if val:
-            out[name] = (np.asarray([float(r["epoch"]) for r in val]), np.asarray([_as_float(r.get(name)) for r in val]))
+            epochs = np.asarray([float(r["epoch"]) for r in val])
+            out[name] = (epochs, np.asarray([_as_float(r.get(name)) for r in val]))
     return out
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 
 from rsanet.config import load_config
@@ -146,7 +145,8 @@ def test_test_tool_without_config_writes_per_class_report_matrix_and_tensorboard
     events = EventAccumulator(str(w / "tensorboard"))
     events.Reload()
     (top1,) = events.Scalars("test/top1")
-    assert top1.value == pytest.approx(metrics["top1"]) and top1.step == torch.load(best, weights_only=True)["global_step"]
+    assert top1.value == pytest.approx(metrics["top1"])
+    assert top1.step == torch.load(best, weights_only=True)["global_step"]
 
 
 def test_confusion_matrix_png_shows_each_rows_shares():
@@ -193,7 +193,8 @@ def test_plot_tool_says_what_to_install_without_matplotlib(tmp_path, monkeypatch
 
 def test_plot_tool_draws_the_curves(tmp_path, capsys):
     pytest.importorskip("matplotlib")
-    rows = [{"kind": "train", "step": s, "epoch": (s - 1) // 2 + 1, "loss": 2.0 / s, "lr": 0.1 * s} for s in range(1, 7)]
+    rows = [{"kind": "train", "step": s, "epoch": (s - 1) // 2 + 1, "loss": 2.0 / s, "lr": 0.1 * s}
+            for s in range(1, 7)]
     rows += [{"kind": "val", "step": 2 * e, "epoch": e, "top1": 10.0 * e, "top5": 20.0 * e} for e in (1, 2, 3)]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert load_tool("plot_curves").main([str(tmp_path)]) == 0
@@ -278,3 +279,18 @@ def test_readme_documents_every_file_a_run_writes():
                  "epoch_NNN.pth", "test_metrics.json", "scores.npz", "per_class.json", "confusion_matrix.png",
                  "test.log", "test/top1"):
         assert f"`{name}" in section, name
+
+
+def test_predict_with_a_list_config_leaving_num_classes_to_the_label_file(tmp_path, capsys, one_thread):
+    from rsanet.engine import run_training
+    write_class_folders(tmp_path / "videos", classes=("open", "close"), clips=2)
+    (tmp_path / "train.txt").write_text("open/clip 0.mp4 0\nopen/clip 1.mp4 0\nclose/clip 0.mp4 1\nclose/clip 1.mp4 1\n")
+    (tmp_path / "classes.txt").write_text("open\nclose\n")
+    config = tmp_path / "mine.yaml"
+    config.write_text(f"data: {{dataset: list, root: {tmp_path / 'videos'}, train_annotations: {tmp_path / 'train.txt'},"
+                      f" label_file: {tmp_path / 'classes.txt'}}}\n")  # neither num_classes nor backend set
+    run_training(load_config(config, TINY_OPTS), tmp_path / "w")
+    code = load_tool("predict").main(["--config", str(config), "--checkpoint", str(tmp_path / "w" / "last.pth"),
+                                      "--opts", *TINY_OPTS, str(tmp_path / "videos" / "open" / "clip 0.mp4")])
+    out = capsys.readouterr().out
+    assert code == 0 and re.search(r"1\. \d\.\d{4}  (open|close)\n  2\. \d\.\d{4}  (open|close)", out)

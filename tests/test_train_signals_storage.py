@@ -14,7 +14,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import pytest
 import torch
 import yaml
 
@@ -205,7 +204,8 @@ def user_namespace_tmpfs() -> bool:
     return probe.returncode == 0
 
 
-def in_tmpfs(command: list[str], mount: Path, size: int, keep: Path, readonly: bool = False) -> subprocess.CompletedProcess:
+def in_tmpfs(command: list[str], mount: Path, size: int, keep: Path,
+             readonly: bool = False) -> subprocess.CompletedProcess:
     """Run ``command`` with a fresh tmpfs of ``size`` bytes (read-only if asked) mounted at ``mount``; the
     tmpfs's files are copied to ``keep`` (outside it) when the command ends."""
     options = f"size={size}" + (",ro" if readonly else "")

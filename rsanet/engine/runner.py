@@ -32,7 +32,7 @@ from rsanet.engine.stop import StopRequest, signal_name
 from rsanet.engine.train import TrainParts, TrainState, train_one_epoch
 from rsanet.logging import RunLogger, get_logger
 from rsanet.metrics import per_class_report, save_scores
-from rsanet.storage import StorageError, check_writable, storage_error
+from rsanet.storage import check_writable, storage_error
 
 __all__ = ["run_training", "run_test", "seed_everything", "configure_determinism", "prepare_model"]
 
@@ -301,8 +301,9 @@ def _check_resume(cfg: Config, resumed: Optional[tuple[Path, dict]], want: dict)
     if wrong:
         diffs = _config_changes(ckpt["config"].get("model", {}), config_to_dict(cfg.model), "model.")
         first = wrong[0]
+        here = tuple(want[first].shape) if first in want else "absent"
         detail = "; ".join(diffs[:4]) or (f"{len(wrong)} weights differ, e.g. {first}: {have.get(first, 'absent')} "
-                                          f"in the checkpoint, {tuple(want[first].shape) if first in want else 'absent'} here")
+                                          f"in the checkpoint, {here} here")
         raise CheckpointError(f"{path} holds another model than this config ({detail}): resume from a checkpoint "
                               "of this config, or train it in a new work dir")
     if ckpt["epoch"] > cfg.train.epochs:

@@ -284,11 +284,12 @@ def test_readme_documents_every_file_a_run_writes():
 def test_predict_with_a_list_config_leaving_num_classes_to_the_label_file(tmp_path, capsys, one_thread):
     from rsanet.engine import run_training
     write_class_folders(tmp_path / "videos", classes=("open", "close"), clips=2)
-    (tmp_path / "train.txt").write_text("open/clip 0.mp4 0\nopen/clip 1.mp4 0\nclose/clip 0.mp4 1\nclose/clip 1.mp4 1\n")
+    lines = ["open/clip 0.mp4 0", "open/clip 1.mp4 0", "close/clip 0.mp4 1", "close/clip 1.mp4 1"]
+    (tmp_path / "train.txt").write_text("\n".join(lines) + "\n")
     (tmp_path / "classes.txt").write_text("open\nclose\n")
     config = tmp_path / "mine.yaml"
-    config.write_text(f"data: {{dataset: list, root: {tmp_path / 'videos'}, train_annotations: {tmp_path / 'train.txt'},"
-                      f" label_file: {tmp_path / 'classes.txt'}}}\n")  # neither num_classes nor backend set
+    config.write_text(f"data: {{dataset: list, root: {tmp_path / 'videos'}, train_annotations: "
+                      f"{tmp_path / 'train.txt'}, label_file: {tmp_path / 'classes.txt'}}}\n")  # no num_classes
     run_training(load_config(config, TINY_OPTS), tmp_path / "w")
     code = load_tool("predict").main(["--config", str(config), "--checkpoint", str(tmp_path / "w" / "last.pth"),
                                       "--opts", *TINY_OPTS, str(tmp_path / "videos" / "open" / "clip 0.mp4")])

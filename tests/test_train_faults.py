@@ -215,6 +215,17 @@ def test_num_classes_mismatch_says_what_to_set(tmp_path, monkeypatch):
         run_training(list_cfg(root, train, f"data.label_file={classes}", "model.num_classes=5"), tmp_path / "w")
 
 
+def test_official_dataset_class_mismatch_says_what_to_set(tmp_path):
+    from rsanet.data import build_dataset
+    write_frame_folder(tmp_path / "frames" / "1", index_frames(4, 16, 16))
+    (tmp_path / "train.csv").write_text("1;Holding something\n")
+    cfg = load_config(None, ["data.dataset=ssv1", f"data.root={tmp_path / 'frames'}", "model.num_classes=10",
+                             f"data.train_annotations={tmp_path / 'train.csv'}",
+                             f"data.label_file={ROOT / 'data' / 'ssv1' / 'classes_csv_order.txt'}"])
+    with pytest.raises(ValueError, match=r"defines 174 classes: set model.num_classes=174 \(or 0 to follow the data\)"):
+        build_dataset(cfg, "train")
+
+
 def test_without_label_file_labels_beyond_the_head_fail_and_a_big_head_warns(tmp_path, monkeypatch):
     root, train = frame_dataset(tmp_path, [0, 1, 2, 1])
     with pytest.raises(ValueError, match=r"has label 2, beyond the classifier's 2 outputs \(model.num_classes=2\): "

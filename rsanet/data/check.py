@@ -39,20 +39,27 @@ Note = tuple[str, str]  # (level "info" | "warning", message) for the run's log
 
 
 # ------------------------------------------------------------------------------------------ start-up
-def entry_kinds(root: Path, paths: Sequence[str]) -> list[Optional[str]]:
-    """``"dir"``, ``"file"`` or None (missing) for each of ``paths`` under ``root``: one listing per folder."""
-    listings: dict[Path, dict[str, bool]] = {}
-    kinds = []
+def entry_kinds(root: Path, paths: Sequence[str], sample: int = 64) -> list[Optional[str]]:
+    """``"dir"``, ``"file"`` or None (missing) for each of ``paths`` under ``root``. Presence comes from one
+    listing per folder (names only); the kind is looked up for the first ``sample`` present entries and is
+    ``"?"`` (present) for the others, so that a folder of 200k videos costs no 200k stat calls."""
+    listings: dict[Path, set[str]] = {}
+    kinds: list[Optional[str]] = []
+    looked = 0
     for rel in paths:
         full = root / rel
         if full.parent not in listings:
             try:
-                with os.scandir(full.parent) as it:
-                    listings[full.parent] = {e.name: e.is_dir() for e in it}
+                listings[full.parent] = set(os.listdir(full.parent))
             except OSError:
-                listings[full.parent] = {}
-        is_dir = listings[full.parent].get(full.name)
-        kinds.append(None if is_dir is None else "dir" if is_dir else "file")
+                listings[full.parent] = set()
+        if full.name not in listings[full.parent]:
+            kinds.append(None)
+        elif looked < sample:
+            looked += 1
+            kinds.append("dir" if full.is_dir() else "file")
+        else:
+            kinds.append("?")
     return kinds
 
 
@@ -100,7 +107,8 @@ def _list_backend(cfg, recs: list[VideoRecord], source: Path) -> list[Note]:
     d = cfg.data
     root = Path(d.root).expanduser() if d.root else None
     sample = recs[:64]
-    kinds = set(entry_kinds(root, [r.path for r in sample])) - {None} if root is not None and root.is_dir() else set()
+    on_disk = root is not None and root.is_dir()
+    kinds = set(entry_kinds(root, [r.path for r in sample])) - {None} if on_disk else set()
     if not kinds:  # nothing on disk yet: go by the file extensions (missing files are reported later)
         kinds = {"file" if Path(r.path).suffix.lower() in VIDEO_EXTS else "dir" for r in sample}
     if len(kinds) > 1:
@@ -165,7 +173,7 @@ def check_entries(dataset: VideoDataset, split: str, source: str, max_fraction: 
     want_dir = isinstance(dataset.decoder, FrameFolderDecoder)
     paths = [r.path for r in dataset.records]
     kinds = entry_kinds(Path(root), paths)
-    wrong = [p for p, k in zip(paths, kinds) if k is not None and (k == "dir") != want_dir]
+    wrong = [p for p, k in zip(paths, kinds) if k in ("dir", "file") and (k == "dir") != want_dir]
     if wrong:
         what, fix = ("video files", "video") if want_dir else ("frame folders", "frames")
         raise ValueError(f"{source}: the `{split}` entries are {what} (e.g. {Path(root) / wrong[0]}), but "

@@ -243,7 +243,8 @@ def build_dataset(cfg, split: str) -> VideoDataset:
         records, decoder, classes, dropped = build_records(cfg, split)
         if len(classes) != cfg.model.num_classes:
             raise ValueError(f"model.num_classes={cfg.model.num_classes}, but data.label_file "
-                             f"({cfg.data.label_file or 'list classes'}) defines {len(classes)} classes")
+                             f"({cfg.data.label_file or 'list classes'}) defines {len(classes)} classes: set "
+                             f"model.num_classes={len(classes)} (or 0 to follow the data)")
     sampler = ClipSampler(cfg.model.num_segments, train, 1 if train else cfg.test.clips, cfg.data.sampler,
                           cfg.data.dense_stride)
     return VideoDataset(records, decoder, sampler, build_transform(cfg, classes, train), classes, train,

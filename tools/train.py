@@ -58,9 +58,9 @@ def main(argv=None) -> int:
         print("interrupted before training started; nothing was saved", file=sys.stderr)
         return 130
     if summary["finished"] and os.environ.get("RANK", "0") == "0":
-        best = (f"best top1 {summary['best_top1']:.2f} (epoch {summary['best_epoch']}), "
-                if summary["best_epoch"] > 0 else "no validation, ")
-        print(f"{best}last top1 {summary['last_top1']:.2f}; work dir {summary['work_dir']}")
+        top1 = (f"best top1 {summary['best_top1']:.2f} (epoch {summary['best_epoch']}), last top1 "
+                f"{summary['last_top1']:.2f}" if summary["best_epoch"] > 0 else "no validation")
+        print(f"{top1}; work dir {summary['work_dir']}")
     return summary.get("exit_code", 0)
 
 

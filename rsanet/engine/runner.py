@@ -467,8 +467,9 @@ def _finish(run: _Run, finished: bool, logger: RunLogger) -> dict:
     """Log the end of the run, draw its curves (rank 0) and return the summary."""
     s, stop = run.state, run.parts.stop
     if finished:
-        best = (f"best top1 {s.best_top1:.2f} (epoch {s.best_epoch})" if s.best_epoch > 0 else "no validation")
-        logger.info(f"training done: last top1 {s.last_top1:.2f}, {best}; checkpoints in {run.work_dir}")
+        top1 = (f"last top1 {s.last_top1:.2f}, best top1 {s.best_top1:.2f} (epoch {s.best_epoch})"
+                if s.best_epoch > 0 else "no validation")
+        logger.info(f"training done: {top1}; checkpoints in {run.work_dir}")
     if logger.is_main and (finished or stop.signum):
         _draw_curves(run.work_dir, logger)
     signum = 0 if finished else stop.signum

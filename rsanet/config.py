@@ -3,9 +3,10 @@
 One schema of defaults (the dataclasses below, with a comment on every key) holds the paper's
 SS-V1 8-frame RSANet-R50 recipe (the authors' code where the paper is silent; docs/fidelity.md). A YAML
 file sets only what differs from it, and ``--opts`` overrides (``train.lr=0.01
-model.transform.kernel_size=[3,3,3]``) are applied on top. Values are parsed with
-``yaml.safe_load`` only. Unknown keys name the closest valid key, wrong types name the expected type,
-and one validation pass (:func:`validate`) fills in derived values and checks cross-field rules.
+model.transform.kernel_size=[3,3,3]``) are applied on top. Values are parsed with PyYAML's safe loader
+only (plus YAML 1.2 numbers such as ``1e-3``; a repeated key is warned about). Unknown keys name the
+closest valid key, wrong types name the expected type, and one validation pass (:func:`validate`)
+fills in derived values and checks cross-field rules.
 
 Typical use::
 
@@ -16,7 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -28,12 +31,59 @@ import yaml
 __all__ = [
     "Config", "ModelConfig", "TransformConfig", "DataConfig", "TrainConfig", "TestConfig", "RuntimeConfig",
     "ConfigError", "load_config", "dump_config", "config_to_dict", "config_from_dict", "parse_overrides",
-    "validate",
+    "validate", "read_yaml", "OFFICIAL_CLASSES", "OFFICIAL_BACKEND",
 ]
+
+# Class counts of the official datasets (what `model.num_classes: 0` becomes for them).
+OFFICIAL_CLASSES = {"ssv1": 174, "ssv2": 174, "diving48": 48, "gym99": 99, "gym288": 288}
+# The form each official dataset is released in (what `data.backend: auto` becomes for them).
+OFFICIAL_BACKEND = {"ssv1": "frames", "ssv2": "video", "diving48": "video", "gym99": "video", "gym288": "video"}
 
 
 class ConfigError(ValueError):
     """A config file or override that cannot be used; the message says where and what to write instead."""
+
+
+# --------------------------------------------------------------------------------------------------
+# YAML: safe_load, plus numbers such as 1e-3 (YAML 1.2 floats) and a warning on duplicate keys.
+# --------------------------------------------------------------------------------------------------
+# PyYAML follows YAML 1.1, where a float needs a dot: `1e-3` and `5e-4` would be strings. This adds the
+# YAML 1.2 forms (an exponent without a dot); integers and the 1.1 float forms resolve as before.
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads ``1e-3`` as a float and records duplicate mapping keys."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.duplicates: list[tuple[int, str]] = []  # (1-based line, key) of every repeated key
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                if key_node.value in seen:
+                    self.duplicates.append((key_node.start_mark.line + 1, key_node.value))
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep)
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789."))
+
+
+def read_yaml(text: str, source: str) -> Any:
+    """Parse YAML ``text`` safely (no Python objects); warn once per key that a mapping repeats (PyYAML keeps
+    the last value silently). ``source`` names the text in the warning (a file name or ``--opts``)."""
+    loader = _Loader(text)
+    try:
+        data = loader.get_single_data()
+    finally:
+        loader.dispose()
+    for line, key in loader.duplicates:
+        logging.getLogger("rsanet").warning(f"{source}:{line}: key `{key}` is given twice in the same mapping; "
+                                            "the later value is used")
+    return data
 
 
 # --------------------------------------------------------------------------------------------------
@@ -67,7 +117,7 @@ class ModelConfig:
     """TSN-ResNet backbone with spatio-temporal transforms."""
 
     arch: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = "resnet50"  # backbone depth
-    num_classes: int = 174  # classifier outputs
+    num_classes: int = 0  # classifier outputs; 0 = the dataset's class count (label file, official count); ours
     num_segments: int = 8  # frames per clip seen by the model (T)
     width: int = 64  # channels of the stem; 64 is the standard ResNet, smaller values make tiny models
     dropout: float = 0.3  # dropout before the classifier
@@ -92,7 +142,7 @@ class DataConfig:
     val_annotations: Optional[str] = None  # official validation annotation file
     test_annotations: Optional[str] = None  # official test annotation file (often without labels)
     label_file: Optional[str] = None  # official labels / vocab / categories file
-    backend: Literal["frames", "video"] = "frames"  # decode JPEG frame folders or video files (decord)
+    backend: Literal["auto", "frames", "video"] = "auto"  # JPEG frame folders or video files; auto: from the data; ours
     frame_template: str = "{:05d}.jpg"  # file name of frame i (1-based) inside a frame folder
     frame_start: int = 1  # index of the first frame file on disk (SS-V1 starts at 00001.jpg)
     video_ext: str = ""  # video file extension, '' means the dataset's default (webm for SS-V2, mp4 otherwise)
@@ -312,7 +362,7 @@ def _merge(obj: Any, updates: dict, source: str, prefix: str = "") -> None:
 def parse_overrides(overrides: list[str] | None) -> dict:
     """Turn ``["train.lr=0.01", "model.transform.kernel_size=[3,3,3]"]`` into a nested dict.
 
-    Values are parsed with ``yaml.safe_load`` (never ``eval``), so ``[3,3,3]``, ``null`` and ``true`` work.
+    Values are parsed as YAML (never ``eval``), so ``[3,3,3]``, ``null``, ``true`` and ``1e-3`` work.
     """
     nested: dict = {}
     for item in overrides or []:
@@ -321,7 +371,7 @@ def parse_overrides(overrides: list[str] | None) -> dict:
         key, raw = item.split("=", 1)
         key = key.strip()
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = read_yaml(raw, f"--opts {key}") if raw.strip() else ""
         except yaml.YAMLError as e:
             raise ConfigError(f"--opts: cannot parse the value of `{key}`: {raw!r} ({e})") from None
         node = nested
@@ -337,6 +387,19 @@ def parse_overrides(overrides: list[str] | None) -> dict:
 # --------------------------------------------------------------------------------------------------
 # Validation: derived values and cross-field rules.
 # --------------------------------------------------------------------------------------------------
+def _resolve_dataset_defaults(cfg: Config) -> None:
+    """``model.num_classes: 0`` and ``data.backend: auto`` where the dataset alone decides them (no file is
+    read here). A ``list`` dataset keeps them until its files are read (``rsanet.data.check.resolve_list``)."""
+    d, m = cfg.data, cfg.model
+    if m.num_classes == 0:
+        if d.dataset == "synthetic":
+            m.num_classes = d.synthetic_classes
+        elif d.dataset in OFFICIAL_CLASSES:
+            m.num_classes = OFFICIAL_CLASSES[d.dataset]
+    if d.backend == "auto" and d.dataset in OFFICIAL_BACKEND:
+        d.backend = OFFICIAL_BACKEND[d.dataset]
+
+
 def validate(cfg: Config, world_size: int | None = None, source: str = "config") -> Config:
     """Fill in derived values and check rules that involve several keys. Returns ``cfg``."""
     if world_size is None:
@@ -346,8 +409,11 @@ def validate(cfg: Config, world_size: int | None = None, source: str = "config")
     def fail(msg: str) -> None:
         raise ConfigError(f"{source}: {msg}")
 
+    _resolve_dataset_defaults(cfg)
+    if m.num_classes < 0 or (m.num_classes == 0 and d.dataset != "list"):
+        fail(f"`model.num_classes` must be positive (or 0: the dataset's class count), got {m.num_classes}")
     positive = {
-        "model.num_classes": m.num_classes, "model.num_segments": m.num_segments, "model.width": m.width,
+        "model.num_segments": m.num_segments, "model.width": m.width,
         "model.transform.queries": t.queries, "train.batch_size": tr.batch_size, "train.accumulate": tr.accumulate,
         "train.lr_reference_batch": tr.lr_reference_batch, "test.batch_size": te.batch_size,
         "test.clips": te.clips, "data.crop_size": d.crop_size, "data.dense_stride": d.dense_stride,
@@ -435,6 +501,17 @@ def config_from_dict(data: dict, source: str = "dict", world_size: int | None = 
     return validate(cfg, world_size=world_size, source=source)
 
 
+def default_work_dir(config_path: str | os.PathLike) -> str:
+    """``work_dirs/<name>`` for ``<name>.yaml``; a config inside a ``configs`` folder keeps its sub-folders
+    (``configs/synthetic/rsa.yaml`` -> ``work_dirs/synthetic/rsa``)."""
+    path = Path(config_path)
+    parts = path.with_suffix("").parts
+    if "configs" in parts[:-1]:
+        below = parts[len(parts) - 1 - parts[::-1].index("configs") + 1:]
+        return str(Path("work_dirs", *below))
+    return str(Path("work_dirs") / path.stem)
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None,
                 world_size: int | None = None) -> Config:
     """Defaults, then the YAML file at ``path`` (if any), then ``overrides``; then :func:`validate`.
@@ -449,12 +526,12 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            data = yaml.safe_load(path.read_text())
+            data = read_yaml(path.read_text(), str(path))
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from None
         _merge(cfg, data or {}, source)
         if not cfg.runtime.work_dir:
-            cfg.runtime.work_dir = str(Path("work_dirs") / path.stem)
+            cfg.runtime.work_dir = default_work_dir(path)
     if overrides:
         _merge(cfg, parse_overrides(overrides), "--opts")
         source = f"{source} + --opts"

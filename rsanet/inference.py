@@ -44,7 +44,10 @@ def resolve_config(config: Optional[str | os.PathLike], checkpoint: str | os.Pat
     """The config of a trained model: the YAML file ``config`` (plus ``overrides``), or, when ``config`` is
     None, the resolved config stored in ``checkpoint`` (plus ``overrides``)."""
     if config is not None:
-        return load_config(config, list(overrides))
+        cfg = load_config(config, list(overrides))
+        from rsanet.data.check import resolve_list
+        resolve_list(cfg, ["train", "val", "test"])  # a list dataset's num_classes 0 / backend auto, from its files
+        return cfg
     weights = read_model_weights(checkpoint)
     stored = weights.config
     if weights.kind == "authors":

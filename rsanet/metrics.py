@@ -9,6 +9,9 @@ Metrics are computed from per-video score vectors (softmax averaged over the vie
 
 Videos without a label (label -1, e.g. an official test split) are left out of every metric.
 
+:func:`per_class_report` breaks the top-1 accuracy down by ground-truth class (accuracy, support, what each
+class is mistaken for) and lists the most frequent confusions over all classes.
+
 Score files (``scores.npz``, read back with :func:`load_scores`) hold one row per video:
 ``video_ids`` (str), ``labels`` (int64, -1 = unknown), ``scores`` (float32, videos x classes, the mean
 softmax over views) and ``views`` (int64, how many views were averaged), plus ``classes`` (str) when known and
@@ -23,8 +26,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["topk_accuracy", "confusion_matrix", "mean_class_accuracy", "compute_metrics", "average_views",
-           "save_scores", "load_scores", "ensemble_scores"]
+from rsanet.storage import storage_error
+
+__all__ = ["topk_accuracy", "confusion_matrix", "mean_class_accuracy", "compute_metrics", "per_class_report",
+           "average_views", "save_scores", "load_scores", "ensemble_scores"]
 
 
 def _check(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -83,6 +88,45 @@ def compute_metrics(scores: np.ndarray, labels: np.ndarray, views: int = 1) -> d
     }
 
 
+def per_class_report(scores: np.ndarray, labels: np.ndarray, classes: Optional[Sequence[str]] = None,
+                     pairs: int = 20, per_class_pairs: int = 3) -> dict:
+    """Top-1 results per ground-truth class over the labelled videos (label >= 0) of ``scores`` (N, K).
+
+    Returns ``{"num_labelled", "confusion_matrix" (K x K counts; row = truth, column = prediction),
+    "classes": [{"index", "name", "support", "correct", "accuracy" (percent, None without support),
+    "confused_with": [{"index", "name", "count"}, ...]} per class], "most_confused": [{"true", "true_name",
+    "predicted", "predicted_name", "count", "percent_of_true"}, ...]}``; confusions are sorted by count (then
+    class index), the ``pairs`` largest overall and the ``per_class_pairs`` largest per class.
+    """
+    scores, labels = np.asarray(scores), np.asarray(labels, dtype=np.int64)
+    known = labels >= 0
+    s, y = _check(scores[known], labels[known])
+    k = scores.shape[1]
+    names = list(classes) if classes is not None and len(classes) == k else [str(i) for i in range(k)]
+    cm = confusion_matrix(s.argmax(axis=1), y, k)
+    support = cm.sum(axis=1)
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+
+    def largest(counts: np.ndarray, n: int) -> list[int]:  # indices of the n largest positive counts
+        order = np.lexsort((np.arange(counts.size), -counts.ravel()))
+        return [int(i) for i in order[:n] if counts.ravel()[i] > 0]
+
+    rows = []
+    for c in range(k):
+        rows.append({"index": c, "name": names[c], "support": int(support[c]), "correct": int(cm[c, c]),
+                     "accuracy": float(100.0 * cm[c, c] / support[c]) if support[c] else None,
+                     "confused_with": [{"index": j, "name": names[j], "count": int(off[c, j])}
+                                       for j in largest(off[c], per_class_pairs)]})
+    confused = []
+    for flat in largest(off, pairs):
+        t, p = divmod(flat, k)
+        confused.append({"true": t, "true_name": names[t], "predicted": p, "predicted_name": names[p],
+                         "count": int(off[t, p]), "percent_of_true": float(100.0 * off[t, p] / support[t])})
+    return {"num_labelled": int(known.sum()), "confusion_matrix": cm.tolist(), "classes": rows,
+            "most_confused": confused}
+
+
 def average_views(sample_index: np.ndarray, video: np.ndarray, label: np.ndarray, probs: np.ndarray,
                   num_videos: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean score per video from per-view scores that may contain duplicated samples.
@@ -128,9 +172,13 @@ def save_scores(path: str | os.PathLike, video_ids: Sequence[str], labels: np.nd
     if logits is not None:
         arrays["logits"] = np.asarray(logits, dtype=np.float32)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise storage_error(path, e) from None
     return path
 
 

@@ -164,3 +164,43 @@ def test_typo_in_yaml_fails_before_any_work(tmp_path):
     assert r.returncode != 0
     assert "did you mean `train.epochs`?" in (r.stderr + r.stdout)
     assert not (tmp_path / "w").exists()
+
+
+def test_numbers_with_an_exponent_are_floats(tmp_path):
+    # PyYAML (YAML 1.1) reads 1e-3 and 5e-4 as strings; researchers write them all the time.
+    p = write(tmp_path, "train:\n  weight_decay: 5e-4\n  lr: 2E-2\n  min_lr: 1.0e-6\n  epochs: 10\n")
+    cfg = load_config(p, ["train.lr=1e-3", "train.clip_grad_norm=1e+2"])
+    assert cfg.train.lr == 1e-3 and cfg.train.weight_decay == 5e-4 and cfg.train.min_lr == 1e-6
+    assert cfg.train.clip_grad_norm == 100.0 and cfg.train.epochs == 10 and isinstance(cfg.train.epochs, int)
+    assert load_config(None, ["runtime.work_dir=runs/e1e3"]).runtime.work_dir == "runs/e1e3"  # text stays text
+    with pytest.raises(ConfigError, match=r"`train.epochs` expects int, got 100.0"):
+        load_config(None, ["train.epochs=1e2"])  # an int key still refuses a float
+
+
+def test_duplicate_yaml_keys_are_warned_about(tmp_path, caplog):
+    p = write(tmp_path, "train:\n  lr: 0.1\n  epochs: 30\n  lr: 0.2\nmodel:\n  width: 16\n")
+    with caplog.at_level("WARNING", logger="rsanet"):
+        cfg = load_config(p)
+    assert cfg.train.lr == 0.2  # the later value, as PyYAML does
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{p}:4: key `lr` is given twice in the same mapping; the later value is used"]
+
+
+def test_configs_under_configs_keep_their_folder_in_the_work_dir():
+    assert load_config(ROOT / "configs" / "synthetic" / "rsa.yaml").runtime.work_dir == str(
+        Path("work_dirs") / "synthetic" / "rsa")
+    assert load_config(ROOT / "configs" / "ssv1_rsa_8f.yaml").runtime.work_dir == str(Path("work_dirs") / "ssv1_rsa_8f")
+
+
+def test_num_classes_and_backend_left_unset_follow_the_dataset():
+    assert load_config(None).model.num_classes == 174 and load_config(None).data.backend == "frames"
+    for dataset, classes, backend in [("ssv2", 174, "video"), ("diving48", 48, "video"), ("gym99", 99, "video"),
+                                      ("gym288", 288, "video")]:
+        cfg = load_config(None, [f"data.dataset={dataset}"])
+        assert (cfg.model.num_classes, cfg.data.backend) == (classes, backend)
+    cfg = load_config(None, ["data.dataset=synthetic", "data.synthetic_classes=5"])
+    assert cfg.model.num_classes == 5
+    cfg = load_config(None, ["data.dataset=list"])  # decided by the list's files when they are read
+    assert (cfg.model.num_classes, cfg.data.backend) == (0, "auto")
+    with pytest.raises(ConfigError, match=r"`model.num_classes` must be positive \(or 0"):
+        load_config(None, ["model.num_classes=-1"])

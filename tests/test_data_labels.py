@@ -143,8 +143,11 @@ def test_gym_and_list_annotations(tmp_path):
     lst.write_text("folder with space/v1 30 2\nv2 7 0\n")
     assert [(r.path, r.num_frames, r.label) for r in read_list(lst, ["a", "b", "c"])] == [
         ("folder with space/v1", 30, 2), ("v2", 7, 0)]
-    lst.write_text("v3 seven 0\n")
-    with pytest.raises(AnnotationError, match=r"train.txt:1"):
+    lst.write_text("my clip.mp4 1\nv3 seven 0\n")  # mmaction2's `<path> <label>`: frame counts found on decoding
+    assert [(r.path, r.num_frames, r.label) for r in read_list(lst, ["a", "b"])] == [
+        ("my clip.mp4", 0, 1), ("v3 seven", 0, 0)]
+    lst.write_text("v3 seven\n")
+    with pytest.raises(AnnotationError, match=r"train.txt:1: expected '<path> <num_frames> <label>' or"):
         read_list(lst, ["a"])
     with pytest.raises(FileNotFoundError, match="nowhere.txt"):
         read_list(tmp_path / "nowhere.txt", ["a"])

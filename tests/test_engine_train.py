@@ -54,6 +54,7 @@ def patched(monkeypatch):
         monkeypatch.setattr(runner, "_build_datasets", lambda cfg, splits: {s: data for s in splits})
         monkeypatch.setattr(runner, "prepare_model", lambda cfg, ctx, train: Linear().to(ctx.device))
         cfg = load_config(None, ["model.num_classes=3", "model.pretrained=null", "data.num_workers=0",
+                                 "data.val_annotations=val.txt",  # a validation split (the datasets are patched)
                                  "train.warmup_epochs=0", "train.epochs=1", "train.lr_schedule=step",  # full lr
                                  "runtime.tensorboard=false",
                                  "runtime.progress=false", "runtime.log_interval=1", *opts], world_size=1)

@@ -166,3 +166,17 @@ def test_table_rows_and_format(tmp_path):
     assert rows[0]["paper_flops_g"] == 28.5 and rows[1]["paper_params_m"] is None
     text = format_table(rows)
     assert "| table4c_kernel_3x3x3 | 20.26 | 20.3 | 28.4" in text and "| zz_mine | 23.86 | - | 32.70 | - | - |" in text
+
+
+def test_tool_counts_at_the_configs_test_crop_unless_size_is_given(capsys):
+    spec = importlib.util.spec_from_file_location("flops_tool", ROOT / "tools" / "flops.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    config = ROOT / "configs" / "synthetic" / "rsa.yaml"  # 8 frames at a 32 px crop
+    cfg = load_config(config, world_size=1)
+    tool.main(["--config", str(config), "--json"])
+    assert json.loads(capsys.readouterr().out) == complexity(cfg, size=32)
+    tool.main(["--config", str(config), "--json", "--size", "64"])
+    assert json.loads(capsys.readouterr().out) == complexity(cfg, size=64)
+    tool.main(["--config", str(config), "--opts", "test.crop_size=48"])
+    assert "8 frames at 48x48" in capsys.readouterr().out

@@ -5,7 +5,9 @@
     python tools/check_dataset.py --config configs/ssv2_rsa_8f.yaml --opts data.root=/data/ssv2 --limit 1000
 
 Prints the number of videos per class, frame-count statistics, and every unreadable or missing file.
-Exits 1 if any file is unreadable or missing, 2 on a config or path error, 0 otherwise.
+Exits 1 if any file is unreadable or missing, 2 on a config or path error, 0 otherwise. The start-up checks
+of training run first and fail the same way (exit 2): unlabelled (-1) entries in the training split, and
+entries of the other backend's kind (video files under data.backend=frames, or the reverse).
 """
 import sys
 from pathlib import Path
@@ -14,11 +16,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
+import os  # noqa: E402
 
 import rsanet  # noqa: E402,F401  (before any torchvision import)
 from rsanet.config import ConfigError, load_config  # noqa: E402
 from rsanet.data import AnnotationError, build_dataset  # noqa: E402
-from rsanet.data.check import check_dataset, format_report  # noqa: E402
+from rsanet.data.check import check_dataset, check_entries, check_train_labels, format_report, resolve_list  # noqa: E402,E501
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -37,11 +40,18 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         cfg = load_config(args.config, args.opts, world_size=1)
+        for level, note in resolve_list(cfg, [args.split]):
+            print(f"{level}: {note}", file=sys.stderr if level == "warning" else sys.stdout)
         dataset = build_dataset(cfg, args.split)
+        source = getattr(cfg.data, f"{args.split}_annotations", None) or args.split
+        if args.split == cfg.train.split:
+            check_train_labels(dataset, source)
+        check_entries(dataset, args.split, source, max_fraction=1.0)  # missing files are listed below
     except (ConfigError, FileNotFoundError, AnnotationError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    report = check_dataset(dataset, args.limit, args.workers, args.progress)
+    workers = min(args.workers, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else args.workers)
+    report = check_dataset(dataset, args.limit, workers, args.progress)
     print(f"{cfg.data.dataset} {args.split}: {dataset.num_videos} videos, {len(dataset.classes)} classes, "
           f"backend {cfg.data.backend}")
     print(format_report(report))

@@ -3,6 +3,9 @@
     python tools/flops.py --config configs/ssv1_rsa_8f.yaml [--opts model.transform.kernel_size=[3,5,5]]
     python tools/flops.py --config FILE --frames 16 --json      # {"params": <int>, "flops": <int>}
     python tools/flops.py --table [--config-dir configs/ablations]   # every ablation next to the paper
+
+A clip is model.num_segments frames (--frames) at the config's test crop size (test.crop_size, else
+data.crop_size: 224 for the paper's configs, 32 for configs/synthetic) unless --size is given.
 """
 import argparse
 import json
@@ -21,7 +24,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--config", help="experiment YAML (default: the built-in SS-V1 8-frame RSANet-R50)")
     p.add_argument("--opts", nargs="*", default=[], help="overrides such as model.transform.queries=4")
     p.add_argument("--frames", type=int, default=None, help="frames per clip (default: model.num_segments)")
-    p.add_argument("--size", type=int, default=224, help="frame side in pixels (default 224)")
+    p.add_argument("--size", type=int, default=None,
+                   help="frame side in pixels (default: the config's test crop size; 224 with --table)")
     p.add_argument("--json", action="store_true", help='print one object {"params": <int>, "flops": <int>}')
     p.add_argument("--table", action="store_true", help="count every config of --config-dir, with the paper's")
     p.add_argument("--config-dir", default=str(Path(__file__).resolve().parents[1] / "configs" / "ablations"),
@@ -41,16 +45,22 @@ def main(argv=None) -> None:
         return
     try:
         cfg = load_config(args.config, args.opts, world_size=1)
-    except ConfigError as e:
+        if cfg.model.num_classes == 0:  # a list dataset: the classes come from its files
+            from rsanet.data.check import resolve_list
+            resolve_list(cfg, ["train", "val"])
+    except (ConfigError, OSError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
-    result = complexity(cfg, frames=args.frames, size=args.size, fake=not args.real)
+    size = args.size if args.size is not None else cfg.test.crop_size or cfg.data.crop_size
+    if size <= 0:
+        raise SystemExit(f"--size must be positive, got {size}")
+    result = complexity(cfg, frames=args.frames, size=size, fake=not args.real)
     if args.json:
         print(json.dumps(result))
         return
     frames = args.frames or cfg.model.num_segments
     t = cfg.model.transform
     where = "2D convs only" if t.type == "conv2d" else f"{t.type} at blocks {t.positions}"
-    print(f"{cfg.model.arch} ({where}), {frames} frames at {args.size}x{args.size}")
+    print(f"{cfg.model.arch} ({where}), {frames} frames at {size}x{size}")
     print(f"params: {result['params']:,} ({result['params'] / 1e6:.2f} M)")
     print(f"FLOPs (multiply-accumulates): {result['flops']:,} ({result['flops'] / 1e9:.2f} G)")
 

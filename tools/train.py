@@ -4,6 +4,9 @@
     python tools/train.py --config configs/ssv1_rsa_8f.yaml
     torchrun --nproc_per_node=8 tools/train.py --config configs/ssv1_rsa_8f.yaml --resume auto
     python tools/train.py --config configs/ssv1_rsa_8f.yaml --opts train.epochs=1 --work-dir work_dirs/try
+
+Exit codes: 0 done, 1 bad input or a failed run (one line on stderr), 143 / 130 stopped by SIGTERM / SIGINT
+after saving last.pth (continue with --resume auto).
 """
 import sys
 from pathlib import Path
@@ -23,8 +26,9 @@ def user_errors() -> tuple:
     from rsanet.data import BadDataError
     from rsanet.engine import CheckpointError, NonFiniteLossError
     from rsanet.models import PretrainedMismatchError
+    from rsanet.storage import StorageError
     return (ConfigError, ValueError, FileNotFoundError, FileExistsError, CheckpointError, NonFiniteLossError,
-            BadDataError, PretrainedMismatchError)
+            BadDataError, PretrainedMismatchError, StorageError)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -50,10 +54,14 @@ def main(argv=None) -> int:
     except user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # before training started (afterwards Ctrl-C stops cleanly, see the engine)
+        print("interrupted before training started; nothing was saved", file=sys.stderr)
+        return 130
     if summary["finished"] and os.environ.get("RANK", "0") == "0":
-        print(f"best top1 {summary['best_top1']:.2f} (epoch {summary['best_epoch']}), "
-              f"last top1 {summary['last_top1']:.2f}; work dir {summary['work_dir']}")
-    return 0
+        top1 = (f"best top1 {summary['best_top1']:.2f} (epoch {summary['best_epoch']}), last top1 "
+                f"{summary['last_top1']:.2f}" if summary["best_epoch"] > 0 else "no validation")
+        print(f"{top1}; work dir {summary['work_dir']}")
+    return summary.get("exit_code", 0)
 
 
 if __name__ == "__main__":

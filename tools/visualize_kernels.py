@@ -2,7 +2,7 @@
 """Draw the dynamic kernels of a trained model's RSA (or self-attention) layer for one video (paper Fig. 3).
 
     python tools/visualize_kernels.py --config configs/synthetic/rsa.yaml \\
-        --checkpoint work_dirs/synthetic_rsa/best.pth --video clip.mp4 --reverse --out viz/
+        --checkpoint work_dirs/synthetic/rsa/best.pth --video clip.mp4 --reverse --out viz/
 
 Top row: the frames of the query's temporal window, with the query position (red) and its context (yellow).
 Below: per query l of the layer, the self-attention weights (self-attention layers), the basic kernel kV and

@@ -23,6 +23,7 @@ The engine sums ``replaced`` over an epoch and calls :func:`check_bad_fraction`.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from pathlib import Path
@@ -247,10 +248,15 @@ def build_dataset(cfg, split: str) -> VideoDataset:
 
         records, decoder, classes = build_synthetic(cfg, split)
     else:
+        if cfg.data.dataset == "list" and (cfg.data.backend == "auto" or cfg.model.num_classes == 0):
+            from rsanet.data.check import resolve_list  # what the list's files decide (the engine does it first)
+            cfg = copy.deepcopy(cfg)
+            resolve_list(cfg, [split])
         records, decoder, classes, dropped = build_records(cfg, split)
         if len(classes) != cfg.model.num_classes:
             raise ValueError(f"model.num_classes={cfg.model.num_classes}, but data.label_file "
-                             f"({cfg.data.label_file or 'list classes'}) defines {len(classes)} classes")
+                             f"({cfg.data.label_file or 'list classes'}) defines {len(classes)} classes: set "
+                             f"model.num_classes={len(classes)} (or 0 to follow the data)")
     sampler = ClipSampler(cfg.model.num_segments, train, 1 if train else cfg.test.clips, cfg.data.sampler,
                           cfg.data.dense_stride, cfg.data.segment_rule)
     return VideoDataset(records, decoder, sampler, build_transform(cfg, classes, train), classes, train,

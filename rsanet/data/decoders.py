@@ -17,8 +17,12 @@ front (the synthetic generator). Frames come back as uint8 RGB arrays of shape (
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import sys
+import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -49,6 +53,27 @@ def decode_clip(decoder: Decoder, record: VideoRecord, choose: Chooser) -> Decod
         return native(record, choose)
     indices = np.asarray(choose(record), dtype=np.int64)
     return Decoded(np.asarray(decoder.decode(record, indices.tolist())), indices, record.num_frames)
+
+
+_STDERR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _captured_stderr():
+    """Redirect file descriptor 2 (where FFmpeg and decord's C++ code print) into a temporary file for the
+    duration of the block; yields a function returning the captured lines. One capture at a time."""
+    lines: list[str] = []
+    with _STDERR_LOCK, tempfile.TemporaryFile(mode="w+b") as sink:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lambda: lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines.extend(sink.read().decode("utf-8", "replace").splitlines())
 
 
 def _with_count(record: VideoRecord, counted: int) -> VideoRecord:
@@ -148,10 +173,15 @@ class VideoFileDecoder:
 
         if not path.is_file():
             raise FileNotFoundError(f"video file not found: {path}")
-        try:
-            return VideoReader(str(path), num_threads=1, ctx=cpu(0))
-        except Exception as e:  # decord raises RuntimeError/DECORDError with its own text
-            raise RuntimeError(f"cannot open video {path}: {str(e).splitlines()[0]}") from None
+        with _captured_stderr() as said:
+            try:
+                return VideoReader(str(path), num_threads=1, ctx=cpu(0))
+            except Exception as e:  # decord raises RuntimeError/DECORDError with its own text
+                error = e
+        # FFmpeg and decord print the reason to stderr ("... ERROR opening: <file>, Invalid data found ..."):
+        # it was captured, and goes into the message instead.
+        reason = [line.rsplit(", ", 1)[-1] for line in said() if "ERROR opening" in line]
+        raise RuntimeError(f"cannot open video {path}: {(reason or str(error).splitlines() or ['?'])[0]}") from None
 
     def frame_count(self, record: VideoRecord) -> int:
         """Frame count the container reports (may be over-reported for some WebM files)."""

@@ -14,8 +14,10 @@ for the video backend. The formats (``../shared/notes/datasets.md``) and the pin
   is ever read. Class names join the four vocab entries with "+".
 * FineGym: ``<clip id> <label>`` lines; names from the categories file (``Clabel: i; set: s; Glabel: g;
   <name>``), ordered by Clabel. The clip file is ``<clip id>.<ext>`` (or the frame folder ``<clip id>``).
-* list: TSN-style ``<path> <num_frames> <label>`` lines (the path may contain spaces); names from an
-  optional one-per-line class list, otherwise ``"0" .. "N-1"``.
+* list: ``<path> <num_frames> <label>`` lines (TSN, mmaction2 "rawframes") or ``<path> <label>`` lines
+  (mmaction2 "videos"; the frame count is then found when the sample is decoded). A line whose last two
+  fields are integers is read as the first form. The path may contain spaces; a label of -1 means
+  unlabelled. Names come from an optional one-per-line class list, otherwise ``"0" .. "N-1"``.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from rsanet.data.records import VideoRecord
 __all__ = [
     "media_path", "read_ssv1_classes", "read_ssv1", "read_ssv2_classes", "read_ssv2", "read_diving48_classes",
     "read_diving48", "read_gym_classes", "read_gym", "read_list", "read_list_classes", "read_dataset_classes",
-    "read_annotations",
+    "read_annotations", "parse_list_line",
 ]
 
 _GYM_CATEGORY = re.compile(r"^\s*Clabel:\s*(\d+)\s*;\s*set:\s*(\d+)\s*;\s*Glabel:\s*(\d+)\s*;\s*(.+?)\s*$")
@@ -198,19 +200,41 @@ def read_gym(annotation_file: str | Path, classes: list[str], backend: str = "vi
 
 
 # ------------------------------------------------------------------------------------------------ list
-def read_list(annotation_file: str | Path, classes: list[str], backend: str = "frames",
-              ext: str = "") -> list[VideoRecord]:
-    """TSN list file: ``<path> <num_frames> <label>`` per line; paths are used as written."""
+def _is_int(text: str) -> bool:
+    return re.fullmatch(r"-?[0-9]+", text) is not None
+
+
+def parse_list_line(line: str) -> Optional[tuple[str, int, int]]:
+    """``(path, num_frames, label)`` of a list line, ``num_frames`` 0 when the line is ``<path> <label>``;
+    None when the line is neither form."""
+    parts = line.rsplit(None, 2)
+    if len(parts) == 3 and parts[1].isdigit() and _is_int(parts[2]):
+        return parts[0], int(parts[1]), int(parts[2])
+    parts = line.rsplit(None, 1)
+    if len(parts) == 2 and _is_int(parts[1]):
+        return parts[0], 0, int(parts[1])
+    return None
+
+
+def read_list(annotation_file: str | Path, classes: Optional[list[str]], backend: str = "frames",
+              ext: str = "", classes_from: str = "") -> list[VideoRecord]:
+    """List file: ``<path> <num_frames> <label>`` or ``<path> <label>`` per line; paths are used as written.
+
+    Labels must lie in ``-1 .. len(classes) - 1`` (``classes=None``: any label >= -1); ``classes_from`` says
+    where the class count came from, for the error message.
+    """
     path = _open(annotation_file)
     records = []
     for n, line in _lines(path):
-        parts = line.rsplit(None, 2)
-        if len(parts) != 3 or not parts[1].isdigit() or not parts[2].lstrip("-").isdigit():
-            raise AnnotationError(f"{path}:{n}: expected '<path> <num_frames> <label>', got {line!r}")
-        label = int(parts[2])
-        if not -1 <= label < len(classes):
-            raise AnnotationError(f"{path}:{n}: label {label} is outside 0..{len(classes) - 1}")
-        records.append(VideoRecord(parts[0], int(parts[1]), label, video_id=parts[0]))
+        entry = parse_list_line(line)
+        if entry is None:
+            raise AnnotationError(f"{path}:{n}: expected '<path> <num_frames> <label>' or '<path> <label>', "
+                                  f"got {line!r}")
+        file, frames, label = entry
+        if label < -1 or (classes is not None and label >= len(classes)):
+            raise AnnotationError(f"{path}:{n}: label {label} is outside 0..{len(classes or []) - 1} "
+                                  f"({classes_from or 'the class list'}); -1 marks an unlabelled video")
+        records.append(VideoRecord(file, frames, label, video_id=file))
     return records
 
 
@@ -245,7 +269,9 @@ def read_annotations(dataset: str, annotation_file: str | Path, label_file: Opti
     """Records and classes of one split of ``dataset`` (ssv1 | ssv2 | diving48 | gym99 | gym288 | list)."""
     if dataset == "list":
         classes = read_list_classes(label_file, num_classes)
-        return read_list(annotation_file, classes, backend, ext), classes
+        where = (f"the {len(classes)} classes of data.label_file {label_file}" if label_file else
+                 f"model.num_classes={num_classes}: set it higher, or to 0 to count the classes from the lists")
+        return read_list(annotation_file, classes, backend, ext, where), classes
     read_classes, read_records, default_ext = _readers(dataset)
     if not label_file:
         raise ValueError(f"dataset {dataset!r} needs `data.label_file` (the official labels/vocab/categories file)")

@@ -11,7 +11,8 @@ rank); ``config`` (``config_to_dict`` of the resolved config); ``format`` (versi
 Files in a work dir: ``last.pth`` (the newest state), ``best.pth`` (best validation top-1),
 ``epoch_NNN.pth`` (the last few epoch ends, hard links where the file system allows). Writes go to
 ``<name>.tmp`` first, are fsynced, then renamed, so a kill during a write never leaves a broken file under
-a final name; ``.tmp`` files are never resumed from.
+a final name; ``.tmp`` files are never resumed from. A write that fails (disk full, read-only) removes its
+``.tmp`` file and raises :class:`~rsanet.storage.StorageError` naming the file and the reason.
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
+
+from rsanet.storage import os_error_in, storage_error
 
 __all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "save_checkpoint", "load_checkpoint", "link_checkpoint",
            "find_resume_checkpoint", "epoch_checkpoints", "prune_epoch_checkpoints", "capture_rng_state",
@@ -51,16 +54,33 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _remove_partial(tmp: Path) -> None:
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
 def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
-    """``torch.save`` to ``path.tmp``, flush + fsync, then atomically rename to ``path``."""
+    """``torch.save`` to ``path.tmp``, flush + fsync, then atomically rename to ``path``.
+
+    If anything fails (or the process is interrupted) the partial ``path.tmp`` is removed and ``path`` is left
+    as it was; a full or read-only disk raises :class:`~rsanet.storage.StorageError` naming ``path``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        _remove_partial(tmp)
+        if isinstance(e, Exception) and os_error_in(e) is not None:
+            raise storage_error(path, e) from None
+        raise
     _fsync_dir(path.parent)
     return path
 
@@ -69,13 +89,18 @@ def link_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """Make ``dst`` the same file as ``src`` (a hard link, else a copy), atomically."""
     src, dst = Path(src), Path(dst)
     tmp = dst.with_name(dst.name + ".tmp")
-    if tmp.exists():
-        tmp.unlink()
     try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+        _remove_partial(tmp)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException as e:
+        _remove_partial(tmp)
+        if isinstance(e, OSError):
+            raise storage_error(dst, e) from None
+        raise
     return dst
 
 

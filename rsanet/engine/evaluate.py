@@ -82,5 +82,6 @@ def format_metrics(metrics: dict) -> str:
     """``top1 51.90 top5 79.60 mean-class 48.20 (11522 videos x 1 views)``."""
     def pct(v: Optional[float]) -> str:
         return "n/a" if v is None else f"{v:.2f}"
+    views = f"{metrics['views']} view" + ("" if metrics["views"] == 1 else "s")
     return (f"top1 {pct(metrics['top1'])} top5 {pct(metrics['top5'])} mean-class {pct(metrics['mean_class_accuracy'])} "
-            f"({metrics['num_videos']} videos x {metrics['views']} views)")
+            f"({metrics['num_videos']} videos x {views})")

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from rsanet.config import Config
 from rsanet.dist import DistContext
+from rsanet.engine.stop import ignore_stop_signals
 
 __all__ = ["ResumableDistributedSampler", "build_train_loader", "build_eval_loader", "check_bad_fraction",
            "to_device"]
@@ -41,7 +42,8 @@ class ResumableDistributedSampler(DistributedSampler):
 def _loader_kwargs(cfg: Config, ctx: DistContext, persistent: bool) -> dict:
     workers = cfg.data.num_workers
     return {"num_workers": workers, "pin_memory": cfg.data.pin_memory and ctx.device.type == "cuda",
-            "persistent_workers": persistent and workers > 0}
+            "persistent_workers": persistent and workers > 0,
+            "worker_init_fn": ignore_stop_signals if workers > 0 else None}
 
 
 def build_train_loader(dataset: Dataset, cfg: Config,

@@ -24,15 +24,18 @@ from torch import nn
 from rsanet.config import Config, config_to_dict, dump_config, validate
 from rsanet.dist import (DistContext, all_gather_object, barrier, broadcast_buffers, destroy_distributed,
                          env_world_size, init_distributed)
-from rsanet.engine.checkpoint import (CHECKPOINT_FORMAT, capture_rng_state, find_resume_checkpoint, link_checkpoint,
-                                      load_checkpoint, prune_epoch_checkpoints, restore_rng_state, save_checkpoint)
+from rsanet.engine.checkpoint import (CHECKPOINT_FORMAT, CheckpointError, capture_rng_state, find_resume_checkpoint,
+                                      link_checkpoint, load_checkpoint, prune_epoch_checkpoints, restore_rng_state,
+                                      save_checkpoint)
 from rsanet.engine.evaluate import EvalResult, evaluate, format_metrics
 from rsanet.engine.loaders import build_eval_loader, build_train_loader
 from rsanet.engine.optim import build_criterion, build_optimizer, build_scheduler
+from rsanet.engine.stop import StopRequest, signal_name
 from rsanet.engine.train import TrainParts, TrainState, train_one_epoch
 from rsanet.engine.weights import init_from_checkpoint, load_model_weights, read_model_weights
 from rsanet.logging import RunLogger, get_logger
-from rsanet.metrics import save_scores
+from rsanet.metrics import per_class_report, save_scores
+from rsanet.storage import check_writable, storage_error
 
 __all__ = ["run_training", "run_test", "seed_everything", "configure_determinism", "prepare_model"]
 
@@ -65,15 +68,49 @@ def _build_datasets(cfg: Config, splits: list[str]) -> dict:
     return {s: build_dataset(cfg, s) for s in dict.fromkeys(splits)}
 
 
-def _check_train_labels(dataset, split: str) -> None:
-    """Every training record needs a label: label -1 in a training batch means "no usable clip" (a sample
-    whose replacements were all unreadable) and is left out of the loss, so unlabelled records would be
-    skipped silently."""
-    records = getattr(dataset, "records", None)
-    unlabelled = [r.path for r in records or () if r.label < 0]
-    if unlabelled:
-        raise ValueError(f"the `{split}` split has {len(unlabelled)} videos without a label (first: "
-                         f"{unlabelled[0]}): train.split must name labelled annotations (data.train_annotations)")
+Note = tuple[str, str]  # (level "info" | "warning", message), logged once the run's logger exists
+
+
+def _has_split(cfg: Config, split: str) -> bool:
+    """False when the config names no annotation file for ``split`` (e.g. ``data.val_annotations: null``)."""
+    return cfg.data.dataset == "synthetic" or getattr(cfg.data, f"{split}_annotations", None) is not None
+
+
+def _prepare_data(cfg: Config, splits: list[str], train_split: Optional[str] = None) -> tuple[dict, list[Note]]:
+    """Resolve what a list dataset leaves to its files, build the datasets of ``splits`` and run the start-up
+    checks (unlabelled training entries, backend mismatch, missing entries); ``cfg`` is updated in place."""
+    from rsanet.data.check import check_entries, check_train_labels, resolve_list
+    notes = resolve_list(cfg, splits)
+    datasets = _build_datasets(cfg, splits)
+    for split, dataset in datasets.items():
+        source = getattr(cfg.data, f"{split}_annotations", None) or f"the {split} split"
+        if split == train_split:
+            check_train_labels(dataset, source)
+        if getattr(dataset, "decoder", None) is not None:
+            notes += check_entries(dataset, split, source, cfg.data.max_bad_fraction)
+    return datasets, notes
+
+
+def _available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _clamp_workers(cfg: Config) -> list[Note]:
+    """``data.num_workers`` at most the CPUs this process may use (more only compete for them)."""
+    cpus = _available_cpus()
+    if cfg.data.num_workers <= cpus:
+        return []
+    note = ("info", f"data.num_workers {cfg.data.num_workers} -> {cpus}: this process may use {cpus} CPUs")
+    cfg.data.num_workers = cpus
+    return [note]
+
+
+def _log_notes(logger: RunLogger, notes: list[Note]) -> None:
+    for level, message in notes:
+        (logger.warning if level == "warning" else logger.info)(message)
 
 
 def _check_labels(dataset, split: str) -> None:
@@ -167,20 +204,66 @@ def _save(parts: TrainParts, state: TrainState, work_dir: Path, epoch_end: bool,
     barrier()
 
 
+_SCHEDULE_KEYS = ("train.epochs", "train.lr", "train.warmup_epochs", "train.min_lr", "train.lr_reference_batch",
+                  "train.batch_size", "train.accumulate")
+
+
+def _load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict, path: Path) -> None:
+    """The saved per-parameter state (momentum buffers) under this config's hyperparameters (lr, momentum,
+    weight decay...): a changed value in the config applies from the resume point."""
+    fresh = optimizer.state_dict()["param_groups"]
+    old = saved["param_groups"]
+    if [len(g["params"]) for g in old] != [len(g["params"]) for g in fresh]:
+        raise CheckpointError(f"{path}: its optimizer holds parameter groups of {[len(g['params']) for g in old]} "
+                              f"tensors, this model's {[len(g['params']) for g in fresh]}")
+    optimizer.load_state_dict({"state": saved["state"],
+                               "param_groups": [dict(new, params=o["params"]) for new, o in zip(fresh, old)]})
+
+
+def _position_scheduler(scheduler: torch.optim.lr_scheduler.LRScheduler, steps_done: int) -> None:
+    """Put the config's schedule at optimizer step ``steps_done`` (the LR of the next step is set)."""
+    scheduler.last_epoch = steps_done - 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
+        scheduler.step()
+
+
+def _schedule_note(parts: TrainParts, ckpt: dict, steps_done: int) -> Optional[str]:
+    """One line on how the LR schedule continues when the config's differs from the checkpoint's."""
+    old_fn = (ckpt["scheduler"].get("lr_lambdas") or [None])[0] or {}
+    new_fn = parts.scheduler.lr_lambdas[0]
+    old_peak, new_peak = ckpt["scheduler"].get("base_lrs", [None])[0], parts.scheduler.base_lrs[0]
+    if old_fn == vars(new_fn) and old_peak == new_peak and ckpt["steps_per_epoch"] == parts.steps_per_epoch:
+        return None
+    keys = [c for c in _config_changes(ckpt["config"], config_to_dict(parts.cfg)) if c.startswith(_SCHEDULE_KEYS)]
+    old_lr, new_lr = ckpt["optimizer"]["param_groups"][0]["lr"], parts.optimizer.param_groups[0]["lr"]
+    total, warmup, epochs = new_fn.total_steps, new_fn.warmup_steps, parts.cfg.train.epochs
+    phase = (f"warm-up to {new_peak:.3g} until step {warmup}, then cosine" if steps_done < warmup else "cosine")
+    return (f"LR schedule of this config from the resume point ({'; '.join(keys) or 'another total batch'}): "
+            f"step {steps_done + 1} of {total} (epoch {steps_done // parts.steps_per_epoch + 1} of {epochs}) at LR "
+            f"{new_lr:.4g} instead of {old_lr:.4g}, {phase} to {parts.cfg.train.min_lr:g} at step {total}")
+
+
 def _restore(parts: TrainParts, ckpt: dict, path: Path, state: TrainState) -> Optional[dict]:
-    """Load a training checkpoint into ``parts`` / ``state``; return this rank's RNG state to restore."""
-    parts.net.load_state_dict(ckpt["model"])
-    parts.optimizer.load_state_dict(ckpt["optimizer"])
-    if ckpt["steps_per_epoch"] == parts.steps_per_epoch:
-        parts.scheduler.load_state_dict(ckpt["scheduler"])
-    else:
+    """Load a training checkpoint into ``parts`` / ``state``; return this rank's RNG state to restore.
+
+    Weights, momentum buffers, loss scale, counters and RNG states come from the checkpoint; the
+    optimizer's hyperparameters and the LR schedule are this config's, positioned at the resume step.
+    """
+    try:
+        parts.net.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path} does not fit the model of this config: {str(e).splitlines()[0]}") from None
+    _load_optimizer_state(parts.optimizer, ckpt["optimizer"], path)
+    if ckpt["steps_per_epoch"] != parts.steps_per_epoch:
         parts.logger.warning(f"{path}: {ckpt['steps_per_epoch']} steps per epoch then, {parts.steps_per_epoch} now "
                              "(another world size or batch): the LR schedule continues from the same epoch")
         ckpt["step_in_epoch"] = 0
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
-            for _ in range(ckpt["epoch"] * parts.steps_per_epoch):
-                parts.scheduler.step()
+    steps_done = ckpt["epoch"] * parts.steps_per_epoch + ckpt["step_in_epoch"]
+    _position_scheduler(parts.scheduler, steps_done)
+    note = _schedule_note(parts, ckpt, steps_done)
+    if note:
+        parts.logger.info(note)
     if parts.scaler is not None and ckpt.get("scaler"):
         parts.scaler.load_state_dict(ckpt["scaler"])
     for key in ("epoch", "step_in_epoch", "global_step", "best_top1", "best_epoch", "last_top1"):
@@ -204,8 +287,9 @@ def _config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def _resolve_resume(work_dir: Path, resume: Optional[str]) -> Optional[tuple[Path, dict]]:
-    """The checkpoint to continue from, checked before any process group exists."""
+def _resolve_resume(work_dir: Path, resume: Optional[str], skipped: list[str]) -> Optional[tuple[Path, dict]]:
+    """The checkpoint to continue from, checked before any process group exists; files that ``--resume
+    auto`` had to skip (truncated, unreadable) are appended to ``skipped``."""
     if resume is None:
         existing = [p.name for p in (work_dir / "last.pth", work_dir / "best.pth") if p.exists()]
         if existing:
@@ -213,7 +297,7 @@ def _resolve_resume(work_dir: Path, resume: Optional[str]) -> Optional[tuple[Pat
                                   "that run, or choose another --work-dir")
         return None
     if resume == "auto":
-        return find_resume_checkpoint(work_dir)
+        return find_resume_checkpoint(work_dir, warn=skipped.append)
     return Path(resume), load_checkpoint(resume)
 
 
@@ -245,6 +329,37 @@ def _agree_on_resume(work_dir: Path, resumed: Optional[tuple[Path, dict]]) -> No
             "work dir, or copy it) or pass --resume PATH with a file that every node can read.")
 
 
+def _meta_state(cfg: Config) -> dict:
+    """The model's state dict on the meta device: names, shapes and dtypes, without memory or work."""
+    from rsanet.models import build_model
+    mcfg = copy.deepcopy(cfg)
+    mcfg.model.pretrained = None
+    with torch.device("meta"):
+        return build_model(mcfg).state_dict()
+
+
+def _check_resume(cfg: Config, resumed: Optional[tuple[Path, dict]], want: dict) -> None:
+    """Refuse a checkpoint this config cannot continue: another model (``want`` is this config's meta state
+    dict), or more epochs done than ``train.epochs``."""
+    if resumed is None:
+        return
+    path, ckpt = resumed
+    have = {k: tuple(v.shape) for k, v in ckpt["model"].items() if isinstance(v, torch.Tensor)}
+    wrong = [k for k in want if have.get(k) != tuple(want[k].shape)] + [k for k in have if k not in want]
+    if wrong:
+        diffs = _config_changes(ckpt["config"].get("model", {}), config_to_dict(cfg.model), "model.")
+        first = wrong[0]
+        here = tuple(want[first].shape) if first in want else "absent"
+        detail = "; ".join(diffs[:4]) or (f"{len(wrong)} weights differ, e.g. {first}: {have.get(first, 'absent')} "
+                                          f"in the checkpoint, {here} here")
+        raise CheckpointError(f"{path} holds another model than this config ({detail}): resume from a checkpoint "
+                              "of this config, or train it in a new work dir")
+    if ckpt["epoch"] > cfg.train.epochs:
+        raise CheckpointError(f"{path} has completed {ckpt['epoch']} epochs, more than train.epochs="
+                              f"{cfg.train.epochs}: a schedule cannot end before the point it resumes from; set "
+                              f"train.epochs={ckpt['epoch']} or more")
+
+
 # ------------------------------------------------------------------------------------------------
 # Training.
 # ------------------------------------------------------------------------------------------------
@@ -254,15 +369,23 @@ class _Run:
     state: TrainState
     train_loader: object
     train_sampler: object
-    val_loader: object
+    val_loader: object  # None without a validation split
     val_set: object
     work_dir: Path
+
+
+def _write_config(cfg: Config, path: Path) -> None:
+    try:
+        dump_config(cfg, path)
+    except OSError as e:
+        path.with_name(path.name + ".tmp").unlink(missing_ok=True)
+        raise storage_error(path, e) from None
 
 
 def _setup(cfg: Config, ctx: DistContext, work_dir: Path, datasets: dict, resumed,
            logger: RunLogger) -> tuple[_Run, Optional[dict]]:
     if ctx.is_main:
-        dump_config(cfg, work_dir / "config.yaml")
+        _write_config(cfg, work_dir / "config.yaml")
     tr = cfg.train
     logger.info(f"work dir {work_dir}; {ctx.world_size} process(es) on {ctx.device}; total batch {tr.total_batch} = "
                 f"{tr.batch_size} x {ctx.world_size} x {tr.accumulate}; lr {tr.scaled_lr:g} "
@@ -283,16 +406,20 @@ def _setup(cfg: Config, ctx: DistContext, work_dir: Path, datasets: dict, resume
     state, rng = TrainState(), None
     if resumed is not None:
         path, ckpt = resumed
-        for change in _config_changes(ckpt["config"], config_to_dict(cfg)):
-            logger.warning(f"config differs from the checkpoint's: {change}")
+        changes = _config_changes(ckpt["config"], config_to_dict(cfg))
+        if changes:
+            logger.warning("config changed since the checkpoint; this config applies: " + "; ".join(changes))
         rng = _restore(parts, ckpt, path, state)
         logger.info(f"resumed from {path}: epoch {state.epoch}, step {state.step_in_epoch}/{steps}, "
                     f"best top1 {state.best_top1:.2f}")
     else:
         seed_everything(cfg.runtime.seed + ctx.rank)
     parts.model = _wrap(net, cfg, ctx)
-    val_set = datasets[cfg.train.val_split]
-    run = _Run(parts, state, train_loader, train_sampler, build_eval_loader(val_set, cfg, ctx), val_set, work_dir)
+    val_set = datasets.get(cfg.train.val_split)
+    if val_set is None:
+        logger.info(f"no validation: data.{cfg.train.val_split}_annotations is null; best.pth is the last epoch")
+    val_loader = build_eval_loader(val_set, cfg, ctx) if val_set is not None else None
+    run = _Run(parts, state, train_loader, train_sampler, val_loader, val_set, work_dir)
     parts.save_last = lambda: _save(parts, state, work_dir, epoch_end=False, is_best=False)
     return run, rng
 
@@ -327,6 +454,30 @@ def _validate_epoch(run: _Run) -> bool:
     return is_best
 
 
+def _end_epoch(run: _Run) -> None:
+    """Validate when due (no validation split: best.pth follows last.pth) and save the epoch end. If the
+    validation data turn out unreadable, the epoch is saved before the error is raised."""
+    from rsanet.data import BadDataError
+    parts, state, cfg = run.parts, run.state, run.parts.cfg
+    is_best = run.val_set is None
+    if run.val_set is not None and (state.epoch % cfg.train.eval_every == 0 or state.epoch == cfg.train.epochs):
+        try:
+            is_best = _validate_epoch(run)
+        except BadDataError:
+            _save(parts, state, run.work_dir, epoch_end=True, is_best=False)
+            parts.logger.error(f"validation after epoch {state.epoch} failed; the epoch is saved in last.pth")
+            raise
+    _save(parts, state, run.work_dir, epoch_end=True, is_best=is_best)
+
+
+def _log_stop(run: _Run) -> None:
+    s, parts = run.state, run.parts
+    parts.logger.warning(f"{signal_name(parts.stop.signum)}: stopped after iteration {s.global_step} (epoch "
+                         f"{s.epoch + (s.step_in_epoch > 0)}, step {s.step_in_epoch or parts.steps_per_epoch}/"
+                         f"{parts.steps_per_epoch}); {run.work_dir / 'last.pth'} holds this state. Continue with "
+                         "--resume auto")
+
+
 def _epoch_loop(run: _Run, rng: Optional[dict], stop_after: Optional[int]) -> bool:
     parts, state, cfg = run.parts, run.state, run.parts.cfg
     mid_epoch = state.step_in_epoch > 0
@@ -338,14 +489,66 @@ def _epoch_loop(run: _Run, rng: Optional[dict], stop_after: Optional[int]) -> bo
         done = train_one_epoch(parts, state, run.train_loader, rng if mid_epoch else None, stop_after)
         mid_epoch = False
         if not done:
-            parts.logger.info(f"stopped after {state.global_step} steps (stop_after)")
+            if parts.stop is not None and parts.stop.signum:
+                _log_stop(run)
+            else:
+                parts.logger.info(f"stopped after {state.global_step} steps (stop_after)")
             return False
         state.epoch, state.step_in_epoch = state.epoch + 1, 0
-        is_best = False
-        if state.epoch % cfg.train.eval_every == 0 or state.epoch == cfg.train.epochs:
-            is_best = _validate_epoch(run)
-        _save(parts, state, run.work_dir, epoch_end=True, is_best=is_best)
+        _end_epoch(run)
+        if parts.stop is not None and state.epoch < cfg.train.epochs and parts.stop.agree():
+            _log_stop(run)
+            return False
     return True
+
+
+def _checks_before_start(cfg: Config, work_dir: Path, resume: Optional[str]) -> tuple[dict, object, list[Note]]:
+    """Everything that can fail on bad input, before any process group exists: the datasets, the ImageNet
+    weights, the checkpoint to resume, the work dir. Returns (datasets, resumed, notes to log)."""
+    val = cfg.train.val_split if _has_split(cfg, cfg.train.val_split) else None
+    datasets, notes = _prepare_data(cfg, [cfg.train.split] + ([val] if val else []), cfg.train.split)
+    if val is not None:
+        _check_labels(datasets[val], val)
+    _check_pretrained(cfg)
+    if cfg.model.init_from and not Path(cfg.model.init_from).is_file():
+        raise FileNotFoundError(f"model.init_from: checkpoint not found: {cfg.model.init_from}")
+    skipped: list[str] = []
+    resumed = _resolve_resume(work_dir, resume, skipped)
+    notes += [("warning", f"--resume auto: {message}") for message in skipped]
+    if resumed is not None:
+        notes.append(("info", f"--resume: continuing from {resumed[0]}"))
+    meta = _meta_state(cfg)
+    _check_resume(cfg, resumed, meta)
+    weights = sum(v.numel() * v.element_size() for v in meta.values())
+    check_writable(work_dir, need_bytes=2 * weights)  # model + momentum: the least a checkpoint holds
+    return datasets, resumed, notes + _clamp_workers(cfg)
+
+
+def _finish(run: _Run, finished: bool, logger: RunLogger) -> dict:
+    """Log the end of the run, draw its curves (rank 0) and return the summary."""
+    s, stop = run.state, run.parts.stop
+    if finished:
+        top1 = (f"last top1 {s.last_top1:.2f}, best top1 {s.best_top1:.2f} (epoch {s.best_epoch})"
+                if s.best_epoch > 0 else "no validation")
+        logger.info(f"training done: {top1}; checkpoints in {run.work_dir}")
+    if logger.is_main and (finished or stop.signum):
+        _draw_curves(run.work_dir, logger)
+    signum = 0 if finished else stop.signum
+    return {"work_dir": str(run.work_dir), "rank": run.parts.ctx.rank, "finished": finished, "epoch": s.epoch,
+            "global_step": s.global_step, "best_top1": s.best_top1, "best_epoch": s.best_epoch,
+            "last_top1": s.last_top1, "stopped_by": signal_name(signum) if signum else None,
+            "exit_code": 128 + signum if signum else 0}
+
+
+def _draw_curves(work_dir: Path, logger: RunLogger) -> None:
+    from rsanet.plots import PlotUnavailable, plot_training_curves
+    try:
+        path = plot_training_curves(work_dir / "metrics.jsonl", work_dir / "curves.png", title=str(work_dir))
+        logger.info(f"training curves: {path}")
+    except PlotUnavailable as e:
+        logger.info(f"training curves not drawn: {e}, then `python tools/plot_curves.py {work_dir}`")
+    except (OSError, ValueError) as e:
+        logger.warning(f"training curves not drawn: {e}")
 
 
 def run_training(cfg: Config, work_dir: str | os.PathLike | None = None, resume: Optional[str] = None,
@@ -355,6 +558,8 @@ def run_training(cfg: Config, work_dir: str | os.PathLike | None = None, resume:
     ``resume``: None (the work dir must hold no checkpoint), ``"auto"`` (continue from ``last.pth``, or the
     newest readable epoch checkpoint, or start fresh when there is none) or a checkpoint path.
     ``stop_after``: stop, as if killed, after that many optimizer steps in total (tests of crash recovery).
+    SIGTERM / SIGINT stop the run cleanly after the current step (``last.pth`` written); the summary's
+    ``stopped_by`` names the signal and ``exit_code`` is ``128 + signal`` (0 otherwise).
     """
     work_dir = Path(work_dir or cfg.runtime.work_dir)
     cfg = copy.deepcopy(cfg)
@@ -362,34 +567,26 @@ def run_training(cfg: Config, work_dir: str | os.PathLike | None = None, resume:
     world = env_world_size()
     if world != cfg.runtime.world_size:
         validate(cfg, world_size=world)
-    datasets = _build_datasets(cfg, [cfg.train.split, cfg.train.val_split])  # missing files fail here
-    _check_labels(datasets[cfg.train.val_split], cfg.train.val_split)
-    _check_train_labels(datasets[cfg.train.split], cfg.train.split)
-    _check_pretrained(cfg)
-    if cfg.model.init_from and not Path(cfg.model.init_from).is_file():
-        raise FileNotFoundError(f"model.init_from: checkpoint not found: {cfg.model.init_from}")
-    resumed = _resolve_resume(work_dir, resume)
+    datasets, resumed, notes = _checks_before_start(cfg, work_dir, resume)
     configure_determinism(cfg.runtime.deterministic, cfg.train.tf32)
     ctx = init_distributed(cfg.runtime.device, cfg.runtime.dist_backend, cfg.runtime.dist_timeout_minutes)
-    logger = None
+    logger = stop = None
     try:
         logger = RunLogger(work_dir, ctx.rank, cfg.runtime.tensorboard)
         _agree_on_resume(work_dir, resumed)
+        _log_notes(logger, notes)
+        stop = StopRequest(ctx.distributed).install()
         run, rng = _setup(cfg, ctx, work_dir, datasets, resumed, logger)
+        run.parts.stop = stop
         del resumed  # the loaded checkpoint is in the model and optimizer now; free its CPU copy
-        finished = _epoch_loop(run, rng, stop_after)
-        s = run.state
-        if finished:
-            logger.info(f"training done: last top1 {s.last_top1:.2f}, best top1 {s.best_top1:.2f} "
-                        f"(epoch {s.best_epoch}); checkpoints in {work_dir}")
-        return {"work_dir": str(work_dir), "rank": ctx.rank, "finished": finished, "epoch": s.epoch,
-                "global_step": s.global_step, "best_top1": s.best_top1, "best_epoch": s.best_epoch,
-                "last_top1": s.last_top1}
+        return _finish(run, _epoch_loop(run, rng, stop_after), logger)
     except Exception as e:
         if logger is not None:
             logger.error(f"{type(e).__name__}: {e}")
         raise
     finally:
+        if stop is not None:
+            stop.restore()
         if logger is not None:
             logger.close()
         destroy_distributed()
@@ -408,9 +605,24 @@ def _load_for_test(cfg: Config, ctx: DistContext, checkpoint: Path, logger: RunL
     return net
 
 
+def _checkpoint_step(checkpoint: Path) -> int:
+    """The optimizer step a training checkpoint was saved at (0 for a bare state dict), read memory-mapped."""
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+        return int(state.get("global_step", 0)) if isinstance(state, dict) else 0
+    except Exception:
+        return 0
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def run_test(cfg: Config, checkpoint: str | os.PathLike, work_dir: str | os.PathLike | None = None) -> dict:
-    """Multi-view test of ``checkpoint`` on ``test.split``; writes ``test_metrics.json`` (and ``scores.npz``
-    when ``test.save_scores``) to ``work_dir`` (default: the checkpoint's folder) and returns the metrics."""
+    """Multi-view test of ``checkpoint`` on ``test.split``; returns the metrics and writes to ``work_dir``
+    (default: the checkpoint's folder) ``test_metrics.json``, ``scores.npz`` (when ``test.save_scores``),
+    the per-class report ``per_class.json`` and ``confusion_matrix.png`` (labelled splits), ``test.log`` and,
+    with ``runtime.tensorboard``, the metrics as TensorBoard scalars ``test/*`` at the checkpoint's step."""
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
@@ -420,30 +632,54 @@ def run_test(cfg: Config, checkpoint: str | os.PathLike, work_dir: str | os.Path
     world = env_world_size()
     if world != cfg.runtime.world_size:
         validate(cfg, world_size=world)
-    dataset = _build_datasets(cfg, [cfg.test.split])[cfg.test.split]
+    datasets, notes = _prepare_data(cfg, [cfg.test.split])
+    dataset = datasets[cfg.test.split]
+    check_writable(work_dir, what="output folder")
+    notes += _clamp_workers(cfg)
     configure_determinism(cfg.runtime.deterministic, cfg.train.tf32)
     ctx = init_distributed(cfg.runtime.device, cfg.runtime.dist_backend, cfg.runtime.dist_timeout_minutes)
-    logger = RunLogger(work_dir, ctx.rank, tensorboard=False, log_name="test.log", jsonl=False)
+    logger = RunLogger(work_dir, ctx.rank, tensorboard=cfg.runtime.tensorboard, log_name="test.log", jsonl=False)
     try:
+        _log_notes(logger, notes)
         net = _load_for_test(cfg, ctx, checkpoint, logger)
         result = evaluate(net, build_eval_loader(dataset, cfg, ctx), dataset, cfg, ctx, split=cfg.test.split)
         if ctx.is_main:
-            _write_test_outputs(result, cfg, checkpoint, work_dir, dataset)
-        logger.info(f"{checkpoint} on `{cfg.test.split}` ({cfg.test.clips} clips x {cfg.test.crops} crops): "
-                    f"{format_metrics(result.metrics)}")
+            _write_test_outputs(result, cfg, checkpoint, work_dir, dataset, logger)
+        logger.info(f"{checkpoint} on `{cfg.test.split}` ({_plural(cfg.test.clips, 'clip')} x "
+                    f"{_plural(cfg.test.crops, 'crop')}): {format_metrics(result.metrics)}")
         return result.metrics
     finally:
         logger.close()
         destroy_distributed()
 
 
-def _write_test_outputs(result: EvalResult, cfg: Config, checkpoint: Path, work_dir: Path, dataset) -> None:
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise storage_error(path, e) from None
+
+
+def _write_test_outputs(result: EvalResult, cfg: Config, checkpoint: Path, work_dir: Path, dataset,
+                        logger: RunLogger) -> None:
+    from rsanet.plots import draw_confusion_matrix
     metrics = dict(result.metrics, split=cfg.test.split, clips=cfg.test.clips, crops=cfg.test.crops,
                    checkpoint=str(checkpoint))
+    classes = getattr(dataset, "classes", None)
     if cfg.test.save_scores:
         path = save_scores(work_dir / "scores.npz", result.video_ids, result.labels, result.scores, result.views,
-                           getattr(dataset, "classes", None), result.logits)
+                           classes, result.logits)
         metrics["scores"] = str(path)
-    tmp = work_dir / "test_metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    os.replace(tmp, work_dir / "test_metrics.json")
+    if metrics["num_labelled"]:
+        report = per_class_report(result.scores, result.labels, classes)
+        _write_json(work_dir / "per_class.json", dict(report, split=cfg.test.split, checkpoint=str(checkpoint)))
+        draw_confusion_matrix(report["confusion_matrix"], work_dir / "confusion_matrix.png", classes,
+                              title=f"{checkpoint.name} on {cfg.test.split}: rows true, columns predicted")
+        metrics["per_class"] = str(work_dir / "per_class.json")
+        metrics["confusion_matrix"] = str(work_dir / "confusion_matrix.png")
+    _write_json(work_dir / "test_metrics.json", metrics)
+    logger.scalars("test", _checkpoint_step(checkpoint), top1=metrics["top1"], top5=metrics["top5"],
+                   mean_class_accuracy=metrics["mean_class_accuracy"])

@@ -21,6 +21,7 @@ from rsanet.config import Config
 from rsanet.dist import DistContext, all_reduce_sum
 from rsanet.engine.checkpoint import restore_rng_state
 from rsanet.engine.loaders import check_bad_fraction, to_device
+from rsanet.engine.stop import StopRequest
 from rsanet.logging import RunLogger
 
 __all__ = ["TrainState", "TrainParts", "NonFiniteLossError", "autocast", "train_one_epoch"]
@@ -63,6 +64,7 @@ class TrainParts:
     logger: RunLogger
     steps_per_epoch: int
     save_last: Callable[[], None] = field(default=lambda: None)  # writes last.pth of the current state
+    stop: Optional[StopRequest] = None  # SIGTERM / SIGINT: save and stop after the current step
 
 
 def autocast(cfg: Config, device: torch.device):
@@ -176,6 +178,7 @@ def train_one_epoch(parts: TrainParts, state: TrainState, loader, rng_after_iter
 
     ``rng_after_iter`` (a mid-epoch resume) is restored after the loader's iterator exists, which is where
     it was captured. ``stop_after`` ends the run, as if killed, after that many optimizer steps in total.
+    A stop signal (``parts.stop``) before the epoch's last step saves last.pth and ends the epoch early.
     Returns False when stopped early, True when the epoch is complete.
     """
     cfg, ctx = parts.cfg, parts.ctx
@@ -203,8 +206,13 @@ def train_one_epoch(parts: TrainParts, state: TrainState, loader, rng_after_iter
         if _log_due(parts, state):
             _check_bad_so_far(parts, bad, clips_per_step)
         _log_step(parts, state, meter, lr, norm, bar)
-        if state.step_in_epoch < parts.steps_per_epoch and _mid_epoch_save_due(cfg, state):
-            parts.save_last()
+        if state.step_in_epoch < parts.steps_per_epoch:
+            if parts.stop is not None and parts.stop.poll():
+                _close(bar)
+                parts.save_last()
+                return False
+            if _mid_epoch_save_due(cfg, state):
+                parts.save_last()
         if stop_after is not None and state.global_step >= stop_after:
             _close(bar)
             return False
@@ -265,16 +273,17 @@ def _close(bar) -> None:
 
 def _log_step(parts: TrainParts, state: TrainState, meter: _Meter, lr: float, norm: torch.Tensor, bar) -> None:
     cfg, ctx = parts.cfg, parts.ctx
-    if bar is not None:
-        bar.update(1)
     if not _log_due(parts, state):
+        if bar is not None:
+            bar.update(1)
         return
     loss, norm = torch.stack([meter.loss / meter.n, norm.float()]).tolist()  # the interval's one read-back
     values = {"epoch": state.epoch + 1, "loss": loss, "lr": lr, "grad_norm": norm,
               "data_time": meter.data / meter.n, "clips_per_s": meter.clips / max(meter.time, 1e-9)}
-    if bar is not None:
+    if bar is not None:  # values first, then the update that draws them (not one step late)
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", data=f"{values['data_time']:.3f}s",
                         clips_s=f"{values['clips_per_s']:.1f}", refresh=False)
+        bar.update(1)
     if ctx.device.type == "cuda":
         values["gpu_mem_gb"] = torch.cuda.max_memory_allocated(ctx.device) / 2 ** 30
     parts.logger.record("train", state.global_step, **values)

@@ -25,7 +25,8 @@ TINY = [
     "runtime.checkpoint_interval=0",
 ]
 SYNTHETIC = ["model.num_classes=2", "data.dataset=synthetic", "data.synthetic_classes=2", "data.synthetic_frames=4",
-             "data.synthetic_resolution=[32,32]", "data.train_size=8", "data.val_size=5", "train.warmup_epochs=1"]
+             "data.synthetic_resolution=[32,32]", "data.train_size=8", "data.val_size=5", "train.warmup_epochs=1",
+             "train.lr_schedule=step", "train.min_lr_ratio=0"]  # the per-step cosine to 0 that cosine_lr writes out
 
 
 @pytest.fixture(autouse=True)
@@ -75,6 +76,30 @@ def test_more_epochs_on_resume_extend_the_schedule(tmp_path):
         assert r["lr"] == pytest.approx(cosine_lr(peak, r["step"] - 1, 2, 6), rel=1e-12) and r["lr"] > 0
     log = (w / "train.log").read_text()
     assert "LR schedule of this config from the resume point (train.epochs: 2 -> 3): step 5 of 6" in log
+
+
+def authors_epoch_lr(peak, epoch, warmup, epochs, floor=1e-3):
+    """The authors' per-epoch LR (their WarmupCosineLR stepped before each epoch), written out independently."""
+    k = epoch + 1
+    if k < warmup:
+        return peak * (1e-3 * (1 - k / warmup) + k / warmup)
+    return peak * floor + peak * (1 - floor) * (1 + math.cos(math.pi * min((k - warmup) / (epochs - warmup), 1))) / 2
+
+
+def test_more_epochs_on_resume_extend_the_per_epoch_schedule(tmp_path):
+    # The same with the authors' per-epoch schedule (train.lr_schedule=epoch): epochs 3 and 4 of a 2-epoch run
+    # resumed with train.epochs=4 train at the 4-epoch schedule's values, not at the 2-epoch floor.
+    w = tmp_path / "w"
+    opts = ["train.lr_schedule=epoch", "train.min_lr_ratio=0.001", "train.warmup_epochs=2"]
+    run_training(synthetic_cfg("train.epochs=2", *opts), w)
+    start = len((w / "metrics.jsonl").read_text().splitlines())
+    cfg = synthetic_cfg("train.epochs=4", *opts)
+    out = run_training(cfg, w, resume="auto")
+    after = records(w, start=start)
+    assert out["finished"] and [r["step"] for r in after] == [5, 6, 7, 8]
+    for r in after:  # 2 steps per epoch
+        assert r["lr"] == pytest.approx(authors_epoch_lr(cfg.train.scaled_lr, (r["step"] - 1) // 2, 2, 4), rel=1e-12)
+    assert "(train.epochs: 2 -> 4): step 5 of 8" in (w / "train.log").read_text()
 
 
 def test_new_lr_and_weight_decay_apply_from_the_resume_point(tmp_path):

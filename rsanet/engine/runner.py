@@ -205,7 +205,7 @@ def _save(parts: TrainParts, state: TrainState, work_dir: Path, epoch_end: bool,
 
 
 _SCHEDULE_KEYS = ("train.epochs", "train.lr", "train.warmup_epochs", "train.min_lr", "train.lr_reference_batch",
-                  "train.batch_size", "train.accumulate")
+                  "train.batch_size", "train.accumulate", "train.lr_schedule")
 
 
 def _load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict, path: Path) -> None:
@@ -228,20 +228,30 @@ def _position_scheduler(scheduler: torch.optim.lr_scheduler.LRScheduler, steps_d
         scheduler.step()
 
 
+_SCHEDULE_FIELDS = ("lr_lambdas", "base_lrs", "steps_per_epoch", "epochs", "warmup_epochs", "min_factor")
+
+
+def _schedule_signature(state: dict) -> dict:
+    """What defines a schedule (either kind of rsanet.engine.optim), not where it stands: from a state dict."""
+    return {k: state.get(k) for k in _SCHEDULE_FIELDS}
+
+
 def _schedule_note(parts: TrainParts, ckpt: dict, steps_done: int) -> Optional[str]:
     """One line on how the LR schedule continues when the config's differs from the checkpoint's."""
-    old_fn = (ckpt["scheduler"].get("lr_lambdas") or [None])[0] or {}
-    new_fn = parts.scheduler.lr_lambdas[0]
-    old_peak, new_peak = ckpt["scheduler"].get("base_lrs", [None])[0], parts.scheduler.base_lrs[0]
-    if old_fn == vars(new_fn) and old_peak == new_peak and ckpt["steps_per_epoch"] == parts.steps_per_epoch:
+    if (_schedule_signature(ckpt["scheduler"]) == _schedule_signature(parts.scheduler.state_dict())
+            and ckpt["steps_per_epoch"] == parts.steps_per_epoch):
         return None
+    tr = parts.cfg.train
     keys = [c for c in _config_changes(ckpt["config"], config_to_dict(parts.cfg)) if c.startswith(_SCHEDULE_KEYS)]
     old_lr, new_lr = ckpt["optimizer"]["param_groups"][0]["lr"], parts.optimizer.param_groups[0]["lr"]
-    total, warmup, epochs = new_fn.total_steps, new_fn.warmup_steps, parts.cfg.train.epochs
-    phase = (f"warm-up to {new_peak:.3g} until step {warmup}, then cosine" if steps_done < warmup else "cosine")
+    total, peak = tr.epochs * parts.steps_per_epoch, parts.scheduler.base_lrs[0]
+    fn = parts.scheduler.lr_lambdas[0] if hasattr(parts.scheduler, "lr_lambdas") else parts.scheduler
+    warmup = round(tr.warmup_epochs * parts.steps_per_epoch)
+    phase = f"warm-up to {peak:.3g} until step {warmup}, then cosine" if steps_done < warmup else "cosine"
     return (f"LR schedule of this config from the resume point ({'; '.join(keys) or 'another total batch'}): "
-            f"step {steps_done + 1} of {total} (epoch {steps_done // parts.steps_per_epoch + 1} of {epochs}) at LR "
-            f"{new_lr:.4g} instead of {old_lr:.4g}, {phase} to {parts.cfg.train.min_lr:g} at step {total}")
+            f"step {steps_done + 1} of {total} (epoch {steps_done // parts.steps_per_epoch + 1} of {tr.epochs}) at "
+            f"LR {new_lr:.4g} instead of {old_lr:.4g}, {phase} to {peak * fn.min_factor:g} at step {total} "
+            f"({tr.lr_schedule} schedule)")
 
 
 def _restore(parts: TrainParts, ckpt: dict, path: Path, state: TrainState) -> Optional[dict]:

@@ -224,5 +224,5 @@ def test_a_training_split_with_unlabelled_videos_is_refused(tmp_path, patched):
             super().__init__(n)
             self.records = [SimpleNamespace(path=f"v{i}", label=-1 if i == 5 else 0) for i in range(n)]
 
-    with pytest.raises(ValueError, match=r"`train` split has 1 videos without a label \(first: v5\)"):
+    with pytest.raises(ValueError, match=r"1 of 8 training entries have no label \(-1\), e\.g\. \['v5'\]"):
         patched(tmp_path, 8, "train.batch_size=4", data_cls=Unlabelled)

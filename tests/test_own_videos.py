@@ -237,16 +237,19 @@ def test_progress_bar_shows_the_values_of_the_step_just_done(tmp_path):
     from rsanet.dist import DistContext
     from rsanet.engine.train import TrainParts, TrainState, _log_step, _Meter
     from rsanet.logging import RunLogger
-    cfg = load_config(None, ["runtime.log_interval=100"])
+    # The loss stays on the device between log steps (one read-back per runtime.log_interval), so the bar's
+    # values change at log steps; there they must be the values just read, drawn by that step's update.
+    cfg = load_config(None, ["runtime.log_interval=2"])
     buffer = io.StringIO()
-    bar = tqdm(total=3, file=buffer, mininterval=0, miniters=1, ncols=200)
+    bar = tqdm(total=4, file=buffer, mininterval=0, miniters=1, ncols=200)
     with RunLogger(tmp_path, tensorboard=False) as logger:
         parts = TrainParts(cfg, DistContext(0, 0, 1, torch.device("cpu"), ""), None, None, None, None, None, None,
-                           logger, 3)
+                           logger, 4)
         meter = _Meter()
-        meter.add(0.6931, 0.01, 0.1, 8)
-        _log_step(parts, TrainState(global_step=1, step_in_epoch=1), meter, 0.02, 1.0, bar)
-        assert "loss=0.6931" in buffer.getvalue().split("\r")[-1]
+        for step, loss in ((1, 0.75), (2, 0.5)):
+            meter.add(torch.tensor(loss), 0.01, 0.1, 8)
+            _log_step(parts, TrainState(global_step=step, step_in_epoch=step), meter, 0.02, torch.tensor(1.0), bar)
+        assert "loss=0.6250" in buffer.getvalue().split("\r")[-1]  # the mean of the interval, shown at step 2
     bar.close()
 
 

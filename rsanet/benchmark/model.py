@@ -20,7 +20,7 @@ from rsanet.benchmark.common import (device_name, median_time, peak_memory_mb, r
 __all__ = ["MODELS", "OPTIONS", "run", "measure_case", "build_benchmark_model"]
 
 MODELS = {"rsanet": [], "tsn": ["model.transform.type=conv2d"]}  # name -> config overrides of the R50 default
-COLUMNS = ["model", "T", "B", "size", "dtype", "ch-last", "compile", "step ms", "videos/s", "peak MiB",
+COLUMNS = ["model", "memory", "T", "B", "size", "dtype", "ch-last", "compile", "step ms", "videos/s", "peak MiB",
            "x vs tsn"]
 
 # Options of the `model` subcommand (tools/benchmark.py turns them into argparse arguments).
@@ -35,18 +35,24 @@ OPTIONS = [
                             "help": "channels-last memory format for the 2D layers (off and/or on)"}),
     (("--compile",), {"nargs": "+", "default": ["off"], "choices": ["off", "on"],
                       "help": "torch.compile the model (off and/or on)"}),
+    (("--memory",), {"nargs": "+", "default": ["save"], "choices": ["save", "recompute"],
+                     "help": "model.transform.memory of the RSA layers (rsanet rows; save and/or recompute)"}),
+    (("--window-conv",), {"default": "auto", "choices": ["auto", "native", "channels_last"],
+                          "help": "model.transform.window_conv of the RSA layers"}),
     (("--arch",), {"default": "resnet50", "choices": ["resnet18", "resnet34", "resnet50", "resnet101"],
                    "help": "backbone (resnet50 for the paper's numbers; smaller for smoke runs)"}),
     (("--width",), {"type": int, "default": 64, "help": "stem width (64 = standard; smaller for smoke runs)"}),
 ]
 
 
-def build_benchmark_model(name: str, frames: int, arch: str = "resnet50", width: int = 64):
-    """The model a case trains: the default config with the named overrides, T = ``frames``."""
+def build_benchmark_model(name: str, frames: int, arch: str = "resnet50", width: int = 64,
+                          overrides: Sequence[str] = ()):
+    """The model a case trains: the default config with the named and the given overrides, T = ``frames``."""
     from rsanet.config import load_config
     from rsanet.models import build_model
 
-    overrides = MODELS[name] + [f"model.num_segments={frames}", f"model.arch={arch}", f"model.width={width}"]
+    overrides = MODELS[name] + [f"model.num_segments={frames}", f"model.arch={arch}", f"model.width={width}",
+                                *overrides]
     if arch in ("resnet18", "resnet34"):
         overrides.append("model.transform.positions=[[1],[1],[1],[1]]")  # two blocks per stage
     cfg = load_config(None, overrides, world_size=1)
@@ -57,11 +63,15 @@ def measure_case(case: dict) -> dict:
     """Median step time and peak memory of one case dict (model, frames, batch, dtype, flags, device)."""
     device = torch.device(case["device"])
     torch.manual_seed(0)
-    model, num_classes = build_benchmark_model(case["model"], case["T"], case["arch"], case["width"])
+    from rsanet.engine.runner import to_channels_last
+
+    rsa_opts = [f"model.transform.memory={case['memory']}", f"model.transform.window_conv={case['window_conv']}"]
+    model, num_classes = build_benchmark_model(case["model"], case["T"], case["arch"], case["width"],
+                                               rsa_opts if case["model"] == "rsanet" else [])
     model = model.to(device)
     model.train()
     if case["channels_last"]:
-        model = model.to(memory_format=torch.channels_last)
+        to_channels_last(model)  # the trainer's own conversion (train.channels_last)
     step_model = torch.compile(model) if case["compile"] else model
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True, weight_decay=5e-4)
     b, s = case["batch"], case["size"]
@@ -83,29 +93,34 @@ def measure_case(case: dict) -> dict:
     return {"step ms": seconds * 1e3, "videos/s": b / seconds, "peak MiB": peak}
 
 
-def _rows(models, frames, dtypes, channels_last, compiles):
-    return [dict(model=m, T=t, dtype=d, channels_last=cl == "on", compile=co == "on")
-            for t, m, d, cl, co in itertools.product(frames, models, dtypes, channels_last, compiles)]
+def _rows(models, frames, dtypes, channels_last, compiles, memory):
+    specs = []
+    for t, m, d, cl, co in itertools.product(frames, models, dtypes, channels_last, compiles):
+        for mem in (memory if m == "rsanet" else ["-"]):  # the memory mode exists only in RSA layers
+            specs.append(dict(model=m, memory=mem, T=t, dtype=d, channels_last=cl == "on", compile=co == "on"))
+    return specs
 
 
 def run(batch: int = 8, frames: Sequence[int] = (8, 16), size: int = 224, models: Sequence[str] = tuple(MODELS),
         dtype: Sequence[str] = ("fp32", "bf16"), channels_last: Sequence[str] = ("off",),
         compile: Sequence[str] = ("off",), arch: str = "resnet50", width: int = 64, device: str = "auto",
-        repeats: int = 5, warmup: int = 2, isolate: bool = True, progress=None) -> dict:
+        repeats: int = 5, warmup: int = 2, isolate: bool = True, memory: Sequence[str] = ("save",),
+        window_conv: str = "auto", progress=None) -> dict:
     """Measure every combination; returns {"title", "columns", "rows", "meta"} for the table printer.
 
     On CPU each case runs in a fresh subprocess (``isolate``) so that peak-RSS growth is per case.
     """
     dev = resolve_device(device)
     rows = []
-    for spec in _rows(models, frames, dtype, channels_last, compile):
+    for spec in _rows(models, frames, dtype, channels_last, compile, memory):
         case = {**spec, "batch": batch, "size": size, "arch": arch, "width": width, "device": str(dev),
-                "repeats": repeats, "warmup": warmup}
+                "repeats": repeats, "warmup": warmup, "window_conv": window_conv}
         if dev.type == "cpu" and isolate:
             result = run_in_subprocess("rsanet.benchmark.model:measure_case", case)
         else:
             result = measure_case(case)
-        row = {"model": spec["model"], "T": spec["T"], "B": batch, "size": size, "dtype": spec["dtype"],
+        row = {"model": spec["model"], "memory": spec["memory"], "T": spec["T"], "B": batch, "size": size,
+               "dtype": spec["dtype"],
                "ch-last": "on" if spec["channels_last"] else "off", "compile": "on" if spec["compile"] else "off",
                **result}
         rows.append(row)

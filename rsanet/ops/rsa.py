@@ -13,7 +13,9 @@ X^R = V V^T G (Eq. 7). :func:`rsanet.ops.rsa_reference` evaluates exactly this, 
 
     y_l = q_l (P1^T + K (*) r(H1)) (H2^T V) (I + V^T G),
 
-where every window sum is a depthwise-style conv3d, so nothing of size B*N*M*C is ever formed.
+where every window sum is a depthwise-style conv3d, so nothing of size B*N*M*C is ever formed. The
+aggregation runs as one autograd function with a hand-written backward (:mod:`rsanet.ops.rsa_core`), which
+keeps only the normalized q, k, v and, in the default memory mode, the outputs of the two window convs.
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rsanet.ops.channelwise_conv import channelwise_window_conv
+from rsanet.ops.channelwise_conv import STRATEGIES
+from rsanet.ops.rsa_core import MEMORY_MODES, rsa_core
 from rsanet.ops.window import check_kernel_size, spatial_downsample
 
 __all__ = ["RSA", "parse_terms"]
@@ -56,19 +59,6 @@ def _accumulation_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.promote_types(t.dtype, torch.float32)
 
 
-class _DenseGrad(torch.autograd.Function):
-    """Identity whose backward packs the incoming gradient densely (row-major), so that the batched matmuls
-    behind it take their fast path whatever memory format the caller's gradient has."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        return grad.contiguous()
-
-
 class RSA(nn.Module):
     """Relational self-attention layer (Eqs. 5-12), (B, C_in, T, H, W) -> (B, C_out, T, H/s, W/s).
 
@@ -83,6 +73,11 @@ class RSA(nn.Module):
         context: non-empty subset of {"basic", "relational"} (Table 4a).
         norm: "l2" (default), "none" or "batchnorm", applied to q, k and v (Table 6c).
         stride: spatial stride; the output is averaged over stride x stride cells after the transform.
+        memory: what backward keeps (no effect on the numbers): "save" keeps the normalized q, k, v and the
+            outputs of the two window convs; "recompute" keeps q, k, v only and re-runs the window convs in
+            backward (less memory, more time; see :mod:`rsanet.ops.rsa_core` and README "Performance").
+        window_conv: strategy of the window convolutions, see :mod:`rsanet.ops.channelwise_conv` (no effect
+            on the numbers).
 
     Parameters (the paper's parameterization; nothing else is learnable except BatchNorm affines when
     norm="batchnorm"): ``query``/``key``/``value`` 1x1x1 convs without bias (C_in -> L*C_Q, C_Q, C_Q; no
@@ -105,7 +100,8 @@ class RSA(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int] = (5, 7, 7),
                  queries: int = 8, latent_dim: int | None = None, groups: int | None = None,
                  kernel: str | Iterable[str] = ("basic", "relational"),
-                 context: str | Iterable[str] = ("basic", "relational"), norm: str = "l2", stride: int = 1):
+                 context: str | Iterable[str] = ("basic", "relational"), norm: str = "l2", stride: int = 1,
+                 memory: str = "save", window_conv: str = "auto"):
         super().__init__()
         self.in_channels = _positive_int(in_channels, "in_channels")
         self.out_channels = _positive_int(out_channels, "out_channels")
@@ -119,6 +115,11 @@ class RSA(nn.Module):
             raise ValueError(f"norm must be one of {list(_NORMS)}, got {norm!r}")
         self.norm = norm
         self.stride = _positive_int(stride, "stride")
+        if memory not in MEMORY_MODES:
+            raise ValueError(f"memory must be one of {list(MEMORY_MODES)}, got {memory!r}")
+        if window_conv not in STRATEGIES:
+            raise ValueError(f"window_conv must be one of {list(STRATEGIES)}, got {window_conv!r}")
+        self.memory, self.window_conv = memory, window_conv
         cq = out_channels // queries
         self.head_dim = cq
         self.latent_dim = cq if latent_dim in (None, 0) else _positive_int(latent_dim, "latent_dim")
@@ -175,7 +176,8 @@ class RSA(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, queries={self.queries}, "
                 f"latent_dim={self.latent_dim}, groups={self.groups}, kernel={self.kernel_terms}, "
-                f"context={self.context_terms}, norm={self.norm!r}, stride={self.stride}")
+                f"context={self.context_terms}, norm={self.norm!r}, stride={self.stride}, memory={self.memory!r}, "
+                f"window_conv={self.window_conv!r}")
 
     # ----------------------------------------------------------------------------------------------
     # Helpers shared with the paper transcription and the visualisation
@@ -196,108 +198,130 @@ class RSA(nn.Module):
 
     # ----------------------------------------------------------------------------------------------
     # Efficient forward (Eq. 12). Activations are kept position-major, (B, N, ...), so that every
-    # per-position product is one batched matmul over B*N small contiguous matrices.
+    # per-position product is one batched matmul over B*N small matrices and the window convs read them as
+    # channels-last clips without a copy; the aggregation is :func:`rsanet.ops.rsa_core.rsa_core`.
     # ----------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, T, H, W) -> (B, C_out, T, H/s, W/s); the result is in channels-last memory format."""
         if x.dim() != 5 or x.shape[1] != self.in_channels:
             raise ValueError(f"RSA expects (B, {self.in_channels}, T, H, W), got {tuple(x.shape)}")
         b, _, t, h, w = x.shape
-        q, k, v = self._project(x)  # (B, N, L, C_Q), (B, N, C_Q) or None, (B, N, C_Q)
-        out_dtype = q.dtype if not torch.is_autocast_enabled(x.device.type) else \
-            torch.get_autocast_dtype(x.device.type)
-        acc = _accumulation_dtype(q)
-        u = self._latent_kernel(q, k, (t, h, w), acc)  # (B, N, L, D)
-        y = self._aggregate(u, v, (t, h, w), acc)  # (B, N, L, C_Q)
-        if torch.is_grad_enabled() and y.requires_grad:
-            y = _DenseGrad.apply(y)
+        device_type = x.device.type
+        out_dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else x.dtype
+        qvk = self._project(x)  # (B, N, L + 1 [+ 1], C_Q): q_1..q_L, v [, k], normalized, >= float32
+        L = self.queries
+        q, v = qvk[:, :, :L], qvk[:, :, L]  # (B, N, L, C_Q), (B, N, C_Q)
+        k = qvk[:, :, L + 1] if self.key is not None else None  # (B, N, C_Q)
+        acc = qvk.dtype
+        factors = [None if p is None else p.to(acc) for p in (self.P1, self.H1, self.H2, self.G, self.I)]
+        observed = any(tap._forward_hooks or tap._forward_pre_hooks
+                       for tap in (self.tap_basic_kernel, self.tap_relational_kernel))
+        taps = (self.tap_basic_kernel, self.tap_relational_kernel) if observed else None
+        with torch.autocast(device_type, enabled=False):
+            y = rsa_core(q, k, v, *factors, (t, h, w), self.kernel_size, self.window_conv, self.memory, taps)
         # (B, N, L, C_Q) -> (B, T, H, W, C_out) -> (B, C_out, T, H, W): a channels-last view, no copy
         y = y.reshape(b, t, h, w, -1).permute(0, 4, 1, 2, 3).to(out_dtype)
         return spatial_downsample(y, self.stride)
 
-    def _project(self, x: torch.Tensor):
-        """Normalized q (B, N, L, C_Q), k (B, N, C_Q) (None without a relational kernel), v (B, N, C_Q).
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalized projections, position-major (B, N, L + 1 [+ 1], C_Q): queries, value [, key].
 
-        The 1x1x1 projections run as one matmul of the stacked weights; L2 norms in at least float32.
+        The 1x1x1 convs run as one product with the stacked weights, reading x in place: as (B*N, C_in) rows
+        when x is channels-last, else as channel-first (P, C_in, R) frames (P*R = B*N). L2 norms run in at
+        least float32 and write the position-major result, keeping only it and the norms for backward.
         """
-        b, c_in = x.shape[:2]
-        L, cq = self.queries, self.head_dim
+        b, c_in, t, h, w = x.shape
+        n, cq = t * h * w, self.head_dim
         convs = [self.query, self.value] + ([self.key] if self.key is not None else [])
         weight = torch.cat([conv.weight for conv in convs], dim=0).flatten(1)  # (C_qvk, C_in, 1, 1, 1) -> (C_qvk, C_in)
-        # (B, C_in, T, H, W) -> (B, C_in, N) -> (B, N, C_in); @ (C_in, C_qvk) -> (B, N, C_qvk)
-        qvk = torch.matmul(x.reshape(b, c_in, -1).transpose(1, 2), weight.t())
-        n = qvk.shape[1]
-        if self.norm == "batchnorm":
-            # BatchNorm3d on channel-first views: (B, N, C) -> (B, C, N, 1, 1) -> back to (B, N, C)
-            bns = [self.norm_q, self.norm_v] + ([self.norm_k] if self.key is not None else [])
-            parts = torch.split(qvk, [L * cq] + [cq] * (len(bns) - 1), dim=2)
-            qvk = torch.cat([bn(p.transpose(1, 2)[..., None, None])[..., 0, 0].transpose(1, 2)
-                             for bn, p in zip(bns, parts)], dim=2)
-        q = qvk[:, :, :L * cq].reshape(b, n, L, cq)  # (B, N, L*C_Q) -> (B, N, L, C_Q)
-        v = qvk[:, :, L * cq:(L + 1) * cq]  # (B, N, C_Q)
-        k = qvk[:, :, (L + 1) * cq:] if self.key is not None else None  # (B, N, C_Q)
+        parts = weight.shape[0] // cq  # L + 1 [+ 1]
+        rows = _rows_view(x)
+        if rows is not None:
+            qvk = torch.matmul(rows, weight.t()).reshape(b, n, parts, cq)  # (B*N, C_in) @ (C_in, C_qvk) -> (B, N, P, C_Q)
+        else:
+            frames = _frames_view(x)  # (P, C_in, R)
+            # (P, C_in, R) -> conv1d 1x1 -> (P, C_qvk, R) -> position-major view (P, R, parts, C_Q)
+            qvk = F.conv1d(frames, weight[:, :, None]).transpose(1, 2).unflatten(2, (parts, cq))
+        acc = _accumulation_dtype(qvk)
         if self.norm == "l2":
-            acc = _accumulation_dtype(q)
-            q, v = F.normalize(q.to(acc), dim=-1), F.normalize(v.to(acc), dim=-1)
-            k = F.normalize(k.to(acc), dim=-1) if k is not None else None
-        return q, k, v
+            qvk = _l2_normalize(qvk, acc)
+        else:
+            if self.norm == "batchnorm":
+                qvk = self._batchnorm(qvk)
+            qvk = qvk.to(acc, memory_format=torch.contiguous_format)
+        return qvk.reshape(b, n, parts, cq)
 
-    def _window_conv(self, z: torch.Tensor, filters: torch.Tensor, thw) -> torch.Tensor:
-        """Channel-wise window conv of position-major z (B, N, C_Q) with (C_Q*F, 1, t, h, w) filters:
-        (B, N, C_Q, F)."""
-        b, n, cq = z.shape
-        z = z.reshape(b, *thw, cq).permute(0, 4, 1, 2, 3)  # (B, N, C_Q) -> (B, C_Q, T, H, W), channels-last view
-        out = channelwise_window_conv(z, filters)  # (B, C_Q*F, T, H, W)
-        # (B, C_Q*F, T, H, W) -> (B, T, H, W, C_Q*F) -> (B, N, C_Q, F), densely packed for the batched matmuls
-        # (no copy when out is channels-last)
-        return out.permute(0, 2, 3, 4, 1).reshape(b, n, cq, -1).contiguous()
+    def _batchnorm(self, qvk: torch.Tensor) -> torch.Tensor:
+        """BatchNorm3d of q, v [, k] on channel-first views: (P, R, parts, C_Q) -> same shape."""
+        L, cq = self.queries, self.head_dim
+        flat = qvk.flatten(2)  # (P, R, C_qvk)
+        bns = [self.norm_q, self.norm_v] + ([self.norm_k] if self.key is not None else [])
+        pieces = torch.split(flat, [L * cq] + [cq] * (len(bns) - 1), dim=2)
+        # (P, R, C) -> (P, C, R, 1, 1) -> BatchNorm3d -> back to (P, R, C)
+        out = [bn(p.transpose(1, 2)[..., None, None])[..., 0, 0].transpose(1, 2) for bn, p in zip(bns, pieces)]
+        return torch.cat(out, dim=2).unflatten(2, qvk.shape[2:])
 
-    def _latent_kernel(self, q: torch.Tensor, k: torch.Tensor | None, thw, acc: torch.dtype) -> torch.Tensor:
-        """u = q (P1^T + K (*) r(H1)) (Eqs. 10, 12): (B, N, L, D), passed through the two kernel taps."""
-        b, n, L, cq = q.shape
-        d = self.latent_dim
-        u = None
-        if self.H1 is not None:
-            # A = K (*) r(H1) (Eq. 10): key channel c convolved with its D filters H1[:, c, :]
-            # (M, C_Q, D) -> (C_Q, D, M) -> (C_Q*D, 1, t, h, w)
-            filters = self.channel_h1().permute(1, 2, 0).reshape(cq * d, 1, *self.kernel_size)
-            a = self._window_conv(k, filters, thw)  # (B, N, C_Q, D)
-            with torch.autocast(q.device.type, enabled=False):
-                u_r = torch.matmul(q.to(acc), a.to(acc))  # (B, N, L, C_Q) @ (B, N, C_Q, D) -> (B, N, L, D)
-            u = self._tap(self.tap_relational_kernel, u_r, thw)
-        if self.P1 is not None:
-            with torch.autocast(q.device.type, enabled=False):
-                u_v = torch.matmul(q.to(acc), self.P1.t().to(acc))  # (B, N, L, C_Q) @ (C_Q, D) -> (B, N, L, D)
-            u_v = self._tap(self.tap_basic_kernel, u_v, thw)
-            u = u_v if u is None else u + u_v
-        return u
+
+def _rows_view(x: torch.Tensor) -> torch.Tensor | None:
+    """(B, C, T, H, W) as (B*N, C) rows without a copy when x is channels-last, else None."""
+    b, c = x.shape[:2]
+    pm = x.permute(0, 2, 3, 4, 1)  # (B, T, H, W, C)
+    if pm.stride(-1) != 1 or c == 1:
+        return None
+    try:
+        return pm.view(-1, c)  # (B*N, C)
+    except RuntimeError:
+        return None
+
+
+def _frames_view(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, T, H, W) as channel-first matrices (P, C, R) with P*R = B*N: (B, C, N) for a contiguous clip,
+    (B*T, C, H*W) for the frames of a TSN backbone; a copy only when neither view exists."""
+    b, c, t, h, w = x.shape
+    try:
+        return x.view(b, c, t * h * w)  # (B, C, N)
+    except RuntimeError:
+        pass
+    try:
+        return x.transpose(1, 2).view(b * t, c, h * w)  # (B, T, C, H, W) -> (B*T, C, H*W)
+    except RuntimeError:
+        return x.reshape(b, c, t * h * w)
+
+
+def _normalized(x: torch.Tensor, dtype: torch.dtype):
+    """(x / max(||x||, eps) as a new contiguous tensor of ``dtype``, ||x||) over the last dim."""
+    y = x.to(dtype, memory_format=torch.contiguous_format, copy=True)  # one pass: cast and/or re-layout
+    norm = torch.linalg.vector_norm(y, dim=-1, keepdim=True)  # (..., 1); fast on the contiguous copy
+    return y.div_(norm.clamp_min(_EPS)), norm
+
+
+def _l2_normalize(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """L2 normalization over the last dim into a contiguous ``dtype`` tensor (the autograd function only
+    when a backward follows: TorchScript cannot save those)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _L2Normalize.apply(x, dtype)
+    return _normalized(x, dtype)[0]
+
+
+class _L2Normalize(torch.autograd.Function):
+    """y = x / max(||x||, eps) over the last dim, written as a new contiguous tensor of ``dtype``.
+
+    Keeps only y and the norms for backward (F.normalize keeps x as well):
+    grad_x = (grad_y - y (y . grad_y) [||x|| >= eps]) / max(||x||, eps).
+    """
 
     @staticmethod
-    def _tap(tap: nn.Module, u: torch.Tensor, thw) -> torch.Tensor:
-        """Show a latent kernel (B, N, L, D) to ``tap`` as (B, L, D, T, H, W); returns it position-major."""
-        b, n, L, d = u.shape
-        shown = tap(u.reshape(b, *thw, L, d).permute(0, 4, 5, 1, 2, 3))  # (B, T, H, W, L, D) -> (B, L, D, T, H, W)
-        return shown.permute(0, 3, 4, 5, 1, 2).reshape(b, n, L, d)  # (B, L, D, T, H, W) -> (B, N, L, D)
+    def forward(ctx, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        y, norm = _normalized(x, dtype)
+        ctx.save_for_backward(y, norm)
+        ctx.in_dtype = x.dtype
+        return y
 
-    def _aggregate(self, u: torch.Tensor, v: torch.Tensor, thw, acc: torch.dtype) -> torch.Tensor:
-        """y = u (H2^T V)(context factor), query side first: (B, N, L, C_Q).
+    @staticmethod
+    def backward(ctx, gy: torch.Tensor):
+        y, norm = ctx.saved_tensors
+        radial = (y * gy).sum(-1, keepdim=True).masked_fill_(norm < _EPS, 0)  # (..., 1)
+        return ((gy - y * radial) / norm.clamp_min(_EPS)).to(ctx.in_dtype), None
 
-        ONE channel-wise conv of the value with the stacked filters [H2 | G] gives Bv = H2^T V (D filters) and,
-        for a relational context, E = V^T G (C_Q filters). Basic context: y = u Bv^T; relational:
-        (u Bv^T) E; both: (u Bv^T)(I + E).
-        """
-        d = self.latent_dim
-        filters = self.H2 if self.G is None else torch.cat([self.H2, self.G], dim=1)  # (M, D [+ C_Q])
-        cq = v.shape[-1]
-        # the same filters for every value channel: (M, F) -> (F, 1, t, h, w) -> (C_Q*F, 1, t, h, w)
-        filters = filters.t().reshape(1, -1, 1, *self.kernel_size).expand(cq, -1, -1, -1, -1, -1).flatten(0, 1)
-        vf = self._window_conv(v, filters, thw)  # (B, N, C_Q, F): vf[..., c', f] = sum_m V[m, c'] filters[m, f]
-        with torch.autocast(u.device.type, enabled=False):
-            # (B, N, C_Q, D [+ C_Q]) -> Bv (B, N, C_Q, D) and E (B, N, C_Q, C_Q), e[.., c', c] = sum_m V[m, c'] G[m, c].
-            # Contiguous copies: batched matmul on CPU needs densely packed matrices for its fast path.
-            bv, *e = vf.to(acc).split([d] + ([cq] if self.G is not None else []), dim=-1)
-            w = torch.matmul(u, bv.contiguous().transpose(-1, -2))  # (B, N, L, D) @ (B, N, D, C_Q) -> (B, N, L, C_Q)
-            if self.G is None:
-                return w
-            e = e[0] + self.I.to(acc) if self.I is not None else e[0].contiguous()  # I + V^T G, or V^T G
-            return torch.matmul(w, e)  # (B, N, L, C_Q) @ (B, N, C_Q, C_Q) -> (B, N, L, C_Q)
+
+_EPS = 1e-12  # F.normalize's default

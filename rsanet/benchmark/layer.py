@@ -21,7 +21,10 @@ __all__ = ["STAGES", "IMPLS", "DTYPES", "OPTIONS", "run", "measure_case", "refer
 STAGES = {"res2": (64, 56), "res3": (128, 28), "res4": (256, 14), "res5": (512, 7)}  # channels, H = W at 224^2
 IMPLS = ("ours", "paper_eq12", "reference")
 DTYPES = ("fp32", "bf16")
-COLUMNS = ["stage", "C", "HxW", "T", "B", "dtype", "impl", "fwd+bwd ms", "peak MiB", "x vs paper", "note"]
+COLUMNS = ["stage", "C", "HxW", "T", "B", "dtype", "impl", "window conv", "memory", "fwd+bwd ms", "peak MiB",
+           "x vs paper", "note"]
+WINDOW_CONVS = ("auto", "native", "channels_last", "batched")  # rsanet.ops.channelwise_conv.STRATEGIES
+MEMORY_MODES = ("save", "recompute")  # rsanet.ops.rsa_core.MEMORY_MODES
 
 # Options of the `layer` subcommand (tools/benchmark.py turns them into argparse arguments).
 OPTIONS = [
@@ -31,6 +34,10 @@ OPTIONS = [
                     "help": "fp32, and/or bf16 autocast"}),
     (("--impl",), {"nargs": "+", "default": list(IMPLS), "choices": list(IMPLS), "help": "implementations"}),
     (("--stages",), {"nargs": "+", "default": list(STAGES), "choices": list(STAGES), "help": "R50 stages"}),
+    (("--window-conv",), {"nargs": "+", "default": ["auto"], "choices": list(WINDOW_CONVS),
+                           "help": "window-conv strategies of `ours` (model.transform.window_conv)"}),
+    (("--memory",), {"nargs": "+", "default": ["save"], "choices": list(MEMORY_MODES),
+                     "help": "memory modes of `ours` (model.transform.memory)"}),
     (("--threads",), {"type": int, "default": 0, "help": "CPU threads per case (0: torch's default)"}),
     (("--memory-budget-gb",), {"type": float, "default": None,
                                "help": "skip `reference` above this estimate (default: 25%% of RAM or "
@@ -69,7 +76,7 @@ def measure_case(case: dict) -> dict:
         torch.set_num_threads(case["threads"])
     torch.manual_seed(0)
     c, s = case["channels"], case["size"]
-    module = RSA(c, c).to(device)
+    module = RSA(c, c, memory=case.get("memory", "save"), window_conv=case.get("window_conv", "auto")).to(device)
     x = torch.randn(case["batch"], c, case["frames"], s, s, device=device, requires_grad=True)
     fn = _impl_fn(case["impl"])
     autocast = case["dtype"] == "bf16"
@@ -89,22 +96,28 @@ def measure_case(case: dict) -> dict:
     return {"ms": seconds * 1e3, "peak_mib": peak}
 
 
-def _cases(stages: dict, impls, dtypes, batch, frames, device, repeats, warmup, budget):
+def _cases(stages: dict, impls, dtypes, batch, frames, device, repeats, warmup, budget, window_convs, memories):
     for stage, (c, s) in stages.items():
         for dtype in dtypes:
             for impl in impls:
-                row = {"stage": stage, "C": c, "HxW": f"{s}x{s}", "T": frames, "B": batch, "dtype": dtype,
-                       "impl": impl}
-                case = {"channels": c, "size": s, "frames": frames, "batch": batch, "dtype": dtype, "impl": impl,
-                        "device": str(device), "repeats": repeats, "warmup": warmup}
-                need = reference_bytes(c, s, frames, batch) if impl == "reference" else 0
-                yield row, case, need > budget, need
+                variants = [(w, m) for w in window_convs for m in memories] if impl == "ours" else [(None, None)]
+                for window_conv, memory in variants:
+                    row = {"stage": stage, "C": c, "HxW": f"{s}x{s}", "T": frames, "B": batch, "dtype": dtype,
+                           "impl": impl, "window conv": window_conv, "memory": memory}
+                    case = {"channels": c, "size": s, "frames": frames, "batch": batch, "dtype": dtype,
+                            "impl": impl, "device": str(device), "repeats": repeats, "warmup": warmup,
+                            "window_conv": window_conv or "auto", "memory": memory or "save"}
+                    need = reference_bytes(c, s, frames, batch) if impl == "reference" else 0
+                    yield row, case, need > budget, need
 
 
 def run(batch: int = 1, frames: int = 8, dtype: Sequence[str] = ("fp32",), impl: Sequence[str] = IMPLS,
         stages: Sequence[str] | dict = tuple(STAGES), repeats: int = 5, warmup: int = 2, device: str = "auto",
-        memory_budget_gb: float | None = None, threads: int = 0, isolate: bool = True, progress=None) -> dict:
+        memory_budget_gb: float | None = None, threads: int = 0, isolate: bool = True,
+        window_conv: Sequence[str] = ("auto",), memory: Sequence[str] = ("save",), progress=None) -> dict:
     """Measure every (stage, dtype, impl) case; returns {"title", "columns", "rows", "meta"}.
+
+    ``ours`` is measured once per (window-conv strategy, memory mode) pair; the baselines once.
 
     ``stages`` names entries of :data:`STAGES`, or is a dict {name: (channels, size)} for custom shapes
     (the test suite uses a tiny one). On CPU each case runs in a fresh subprocess unless ``isolate`` is
@@ -125,7 +138,8 @@ def run(batch: int = 1, frames: int = 8, dtype: Sequence[str] = ("fp32",), impl:
     budget = (memory_budget_gb * 2**30 if memory_budget_gb is not None
               else (0.25 if dev.type == "cpu" else 0.8) * physical_memory_bytes(dev))
     rows = []
-    for row, case, skip, need in _cases(shapes, impl, dtype, batch, frames, dev, repeats, warmup, budget):
+    for row, case, skip, need in _cases(shapes, impl, dtype, batch, frames, dev, repeats, warmup, budget,
+                                        window_conv, memory):
         case["threads"] = threads
         if skip:
             row["note"] = f"skipped: needs ~{need / 2**30:.1f} GiB > budget {budget / 2**30:.1f} GiB"

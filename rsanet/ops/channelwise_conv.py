@@ -2,24 +2,34 @@
 
 ``channelwise_window_conv(x, weight)`` convolves every channel c of x (B, C, T, H, W) with its own F window
 filters weight[c*F:(c+1)*F] (a grouped conv3d with groups = C and one input channel per group), using the
-window convention of :mod:`rsanet.ops.window`. The three convolutions of a training step are also exposed
-one by one (:func:`window_conv_forward`, :func:`window_conv_backward`) for RSA's own autograd function.
+window convention of :mod:`rsanet.ops.window`. The convolutions of a training step are also exposed one by
+one (:func:`window_conv_forward`, :func:`window_conv_backward`) for RSA's own autograd function, which
+also uses *shared* filters (F, 1, t, h, w), the same for every channel (RSA's value conv with [H2 | G]).
 
 The result is the same whatever the strategy; strategies choose memory layouts and kernels:
 
-* ``"native"``: the standard contiguous layout, PyTorch's own kernels (on CUDA this is the generic
-  depthwise-3D kernel, whose weight gradient launches one thread block per weight element: slow).
+* ``"native"``: the standard contiguous layout, PyTorch's own kernels. On CUDA this is the generic
+  depthwise-3D kernel, whose weight gradient launches one thread block per weight element (slow); on CPU
+  oneDNN in the standard layout, 2-4x slower than channels-last above 7x7 maps.
 * ``"channels_last"``: channels-last (N, T, H, W, C) tensors, which RSA's position-major activations already
   are, so no layout copy is made. On CUDA every convolution goes to cuDNN. On CPU (oneDNN) the forward and
   the weight gradient run over chunks of at most ``_ONEDNN_CHUNK`` output channels (above that oneDNN leaves
   its fast kernel: 4-8x slower at res5), and the input gradient runs as depthwise convs with the flipped
   filters over chunks of at most ``_DEPTHWISE_CHUNK`` channels, each summed over the F filters of a channel
   (oneDNN's own backward-data of this grouped conv is 10-40x slower).
-* ``"auto"``: "channels_last" for float32/bfloat16/float16 (CPU and CUDA), "native" for float64 (oneDNN and
-  cuDNN have no float64 kernels, and the reference tests run there).
+* ``"batched"`` (shared filters; per-channel filters use "channels_last"): one *standard* conv3d with F
+  output channels over the B*C single-channel clips (B*C, 1, T, H, W), a dense implicit-GEMM formulation
+  with no repeated filters. Its forward and weight gradient are 2-7x faster than the grouped conv on 7x7
+  and 4x4 maps, but it needs its output and gradient transposed to position-major (and back), which costs
+  more than it saves from 14x14 up. The input gradient stays depthwise on CPU (the standard conv's own is
+  5x slower); on CUDA it is the standard conv's backward.
+* ``"auto"``: "native" for float64 (oneDNN and cuDNN have no float64 kernels; the reference tests run
+  there); otherwise on CPU "batched" for shared filters on maps of at most ``_BATCHED_MAX_AREA`` positions
+  and "channels_last" else; on CUDA "channels_last".
 
-The choice on CUDA is made by reasoning until measured (README "Performance" lists the command that
-settles it): cuDNN has real grouped-conv kernels, and the channels-last layout costs RSA no copies.
+The choices on CPU come from interleaved measurements (README "Performance"). The choice on CUDA is made by
+reasoning until measured (the README lists the command that settles it): cuDNN has real grouped-conv
+kernels, the channels-last layout costs RSA no copies, and "native" hits the slow depthwise-3D kernel.
 """
 from __future__ import annotations
 
@@ -35,7 +45,7 @@ STRATEGIES = ("auto", "native", "channels_last", "batched")
 _CL = torch.channels_last_3d
 _ONEDNN_CHUNK = 2048  # output channels per oneDNN forward / weight-gradient call of the channels-last path
 _DEPTHWISE_CHUNK = 256  # channels per depthwise conv of the input gradient on CPU (oneDNN slows down above)
-_BATCHED_MAX_AREA = 14 * 14  # H*W up to which "auto" runs shared-filter convs "batched" on CPU (measured)
+_BATCHED_MAX_AREA = 100  # H*W up to which "auto" runs shared-filter convs "batched" on CPU (measured)
 
 
 def resolve_strategy(strategy: str, x: torch.Tensor, shared: bool = False) -> str:
@@ -72,21 +82,30 @@ def _chunks(channels: int, f: int, limit: int) -> list[tuple[int, int]]:
 
 
 class _Filters:
-    """The (c*F, 1, t, h, w) filters of a run of c channels; shared (F, 1, t, h, w) filters are repeated once
-    per run length (chunks of equal length reuse them), per-channel ones are sliced."""
+    """The (c*F, 1, t, h, w) filters of a run of c channels, optionally flipped (for the input gradient).
+
+    Per-channel filters are sliced (and flipped once for all chunks); shared (F, 1, t, h, w) filters are
+    repeated once per run length, so chunks of equal length reuse them.
+    """
 
     def __init__(self, weight: torch.Tensor, channels: int, shared: bool):
         self.weight, self.shared, self.cache = weight, shared, {}
         self.f = weight.shape[0] if shared else weight.shape[0] // channels
 
+    def _base(self, flip: bool) -> torch.Tensor:
+        if not flip:
+            return self.weight
+        if "flipped" not in self.cache:
+            self.cache["flipped"] = self.weight.flip(-3, -2, -1)
+        return self.cache["flipped"]
+
     def __call__(self, c0: int, c1: int, flip: bool = False) -> torch.Tensor:
+        base = self._base(flip)
         if not self.shared:
-            w = self.weight[c0 * self.f:c1 * self.f]
-            return w.flip(-3, -2, -1) if flip else w
+            return base[c0 * self.f:c1 * self.f]
         key = (c1 - c0, flip)
         if key not in self.cache:
-            w = self.weight.flip(-3, -2, -1) if flip else self.weight
-            self.cache[key] = w.repeat(c1 - c0, 1, 1, 1, 1)  # (F, 1, t, h, w) -> ((c1-c0)*F, 1, t, h, w)
+            self.cache[key] = base.repeat(c1 - c0, 1, 1, 1, 1)  # (F, 1, t, h, w) -> ((c1-c0)*F, 1, t, h, w)
         return self.cache[key]
 
 

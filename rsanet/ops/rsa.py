@@ -24,10 +24,10 @@ from typing import Iterable, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from rsanet.ops.channelwise_conv import STRATEGIES
+from rsanet.ops.channelwise_conv import STRATEGIES, resolve_strategy
 from rsanet.ops.rsa_core import MEMORY_MODES, rsa_core
+from rsanet.ops.rsa_qkv import project, split_normalized
 from rsanet.ops.window import check_kernel_size, spatial_downsample
 
 __all__ = ["RSA", "parse_terms"]
@@ -208,120 +208,45 @@ class RSA(nn.Module):
         b, _, t, h, w = x.shape
         device_type = x.device.type
         out_dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else x.dtype
-        qvk = self._project(x)  # (B, N, L + 1 [+ 1], C_Q): q_1..q_L, v [, k], normalized, >= float32
-        L = self.queries
-        q, v = qvk[:, :, :L], qvk[:, :, L]  # (B, N, L, C_Q), (B, N, C_Q)
-        k = qvk[:, :, L + 1] if self.key is not None else None  # (B, N, C_Q)
-        acc = qvk.dtype
-        factors = [None if p is None else p.to(acc) for p in (self.P1, self.H1, self.H2, self.G, self.I)]
+        q, v, k = self._project(x)  # (B, N, L, C_Q) and clips (B, C_Q, T, H, W), normalized, >= float32
+        factors = [None if p is None else p.to(q.dtype) for p in (self.P1, self.H1, self.H2, self.G, self.I)]
         observed = any(tap._forward_hooks or tap._forward_pre_hooks
                        for tap in (self.tap_basic_kernel, self.tap_relational_kernel))
         taps = (self.tap_basic_kernel, self.tap_relational_kernel) if observed else None
         with torch.autocast(device_type, enabled=False):
-            y = rsa_core(q, k, v, *factors, (t, h, w), self.kernel_size, self.window_conv, self.memory, taps)
+            y = rsa_core(q, k, v, *factors, self.kernel_size, self.window_conv, self.memory, taps)
         # (B, N, L, C_Q) -> (B, T, H, W, C_out) -> (B, C_out, T, H, W): a channels-last view, no copy
         y = y.reshape(b, t, h, w, -1).permute(0, 4, 1, 2, 3).to(out_dtype)
         return spatial_downsample(y, self.stride)
 
-    def _project(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalized projections, position-major (B, N, L + 1 [+ 1], C_Q): queries, value [, key].
-
-        The 1x1x1 convs run as one product with the stacked weights, reading x in place: as (B*N, C_in) rows
-        when x is channels-last, else as channel-first (P, C_in, R) frames (P*R = B*N). L2 norms run in at
-        least float32 and write the position-major result, keeping only it and the norms for backward.
-        """
-        b, c_in, t, h, w = x.shape
-        n, cq = t * h * w, self.head_dim
+    def _project(self, x: torch.Tensor):
+        """Normalized q (B, N, L, C_Q) and value / key clips (B, C_Q, T, H, W) (key None without a relational
+        kernel), each in the layout its window conv reads (:mod:`rsanet.ops.rsa_qkv`), in >= float32."""
+        b, _, t, h, w = x.shape
         convs = [self.query, self.value] + ([self.key] if self.key is not None else [])
         weight = torch.cat([conv.weight for conv in convs], dim=0).flatten(1)  # (C_qvk, C_in, 1, 1, 1) -> (C_qvk, C_in)
-        parts = weight.shape[0] // cq  # L + 1 [+ 1]
-        rows = _rows_view(x)
-        if rows is not None:
-            qvk = torch.matmul(rows, weight.t()).reshape(b, n, parts, cq)  # (B*N, C_in) @ (C_in, C_qvk) -> (B, N, P, C_Q)
-        else:
-            frames = _frames_view(x)  # (P, C_in, R)
-            # (P, C_in, R) -> conv1d 1x1 -> (P, C_qvk, R) -> position-major view (P, R, parts, C_Q)
-            qvk = F.conv1d(frames, weight[:, :, None]).transpose(1, 2).unflatten(2, (parts, cq))
-        acc = _accumulation_dtype(qvk)
-        if self.norm == "l2":
-            qvk = _l2_normalize(qvk, acc)
-        else:
-            if self.norm == "batchnorm":
-                qvk = self._batchnorm(qvk)
-            qvk = qvk.to(acc, memory_format=torch.contiguous_format)
-        return qvk.reshape(b, n, parts, cq)
+        x5 = project(x, weight, self.head_dim)  # (B, S1, S2, L + 1 [+ 1], C_Q)
+        if self.norm == "batchnorm":
+            x5 = self._batchnorm(x5)
+        layouts = [_layout_for(resolve_strategy(self.window_conv, x, shared=True))]
+        if self.key is not None:
+            layouts.append(_layout_for(resolve_strategy(self.window_conv, x, shared=False)))
+        q, *clips = split_normalized(x5, self.queries, layouts, _accumulation_dtype(x5), self.norm == "l2")
+        clips = [c.reshape(b, t, h, w, -1).permute(0, 4, 1, 2, 3) if lay == "positions" else
+                 c.reshape(b, -1, t, h, w) for c, lay in zip(clips, layouts)]  # (B, C_Q, T, H, W)
+        return q, clips[0], (clips[1] if self.key is not None else None)
 
-    def _batchnorm(self, qvk: torch.Tensor) -> torch.Tensor:
-        """BatchNorm3d of q, v [, k] on channel-first views: (P, R, parts, C_Q) -> same shape."""
+    def _batchnorm(self, x5: torch.Tensor) -> torch.Tensor:
+        """BatchNorm3d of q, v [, k] on channel-first views: (B, S1, S2, parts, C_Q) -> same shape."""
         L, cq = self.queries, self.head_dim
-        flat = qvk.flatten(2)  # (P, R, C_qvk)
+        flat = x5.flatten(3)  # (B, S1, S2, C_qvk)
         bns = [self.norm_q, self.norm_v] + ([self.norm_k] if self.key is not None else [])
-        pieces = torch.split(flat, [L * cq] + [cq] * (len(bns) - 1), dim=2)
-        # (P, R, C) -> (P, C, R, 1, 1) -> BatchNorm3d -> back to (P, R, C)
-        out = [bn(p.transpose(1, 2)[..., None, None])[..., 0, 0].transpose(1, 2) for bn, p in zip(bns, pieces)]
-        return torch.cat(out, dim=2).unflatten(2, qvk.shape[2:])
+        pieces = torch.split(flat, [L * cq] + [cq] * (len(bns) - 1), dim=3)
+        # (B, S1, S2, C) -> (B, C, S1, S2, 1) -> BatchNorm3d -> back to (B, S1, S2, C)
+        out = [bn(p.permute(0, 3, 1, 2)[..., None])[..., 0].permute(0, 2, 3, 1) for bn, p in zip(bns, pieces)]
+        return torch.cat(out, dim=3).unflatten(3, x5.shape[3:])
 
 
-def _rows_view(x: torch.Tensor) -> torch.Tensor | None:
-    """(B, C, T, H, W) as (B*N, C) rows without a copy when x is channels-last, else None."""
-    b, c = x.shape[:2]
-    pm = x.permute(0, 2, 3, 4, 1)  # (B, T, H, W, C)
-    if pm.stride(-1) != 1 or c == 1:
-        return None
-    try:
-        return pm.view(-1, c)  # (B*N, C)
-    except RuntimeError:
-        return None
-
-
-def _frames_view(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, T, H, W) as channel-first matrices (P, C, R) with P*R = B*N: (B, C, N) for a contiguous clip,
-    (B*T, C, H*W) for the frames of a TSN backbone; a copy only when neither view exists."""
-    b, c, t, h, w = x.shape
-    try:
-        return x.view(b, c, t * h * w)  # (B, C, N)
-    except RuntimeError:
-        pass
-    try:
-        return x.transpose(1, 2).view(b * t, c, h * w)  # (B, T, C, H, W) -> (B*T, C, H*W)
-    except RuntimeError:
-        return x.reshape(b, c, t * h * w)
-
-
-def _normalized(x: torch.Tensor, dtype: torch.dtype):
-    """(x / max(||x||, eps) as a new contiguous tensor of ``dtype``, ||x||) over the last dim."""
-    y = x.to(dtype, memory_format=torch.contiguous_format, copy=True)  # one pass: cast and/or re-layout
-    norm = torch.linalg.vector_norm(y, dim=-1, keepdim=True)  # (..., 1); fast on the contiguous copy
-    return y.div_(norm.clamp_min(_EPS)), norm
-
-
-def _l2_normalize(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """L2 normalization over the last dim into a contiguous ``dtype`` tensor (the autograd function only
-    when a backward follows: TorchScript cannot save those)."""
-    if torch.is_grad_enabled() and x.requires_grad:
-        return _L2Normalize.apply(x, dtype)
-    return _normalized(x, dtype)[0]
-
-
-class _L2Normalize(torch.autograd.Function):
-    """y = x / max(||x||, eps) over the last dim, written as a new contiguous tensor of ``dtype``.
-
-    Keeps only y and the norms for backward (F.normalize keeps x as well):
-    grad_x = (grad_y - y (y . grad_y) [||x|| >= eps]) / max(||x||, eps).
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        y, norm = _normalized(x, dtype)
-        ctx.save_for_backward(y, norm)
-        ctx.in_dtype = x.dtype
-        return y
-
-    @staticmethod
-    def backward(ctx, gy: torch.Tensor):
-        y, norm = ctx.saved_tensors
-        radial = (y * gy).sum(-1, keepdim=True).masked_fill_(norm < _EPS, 0)  # (..., 1)
-        return ((gy - y * radial) / norm.clamp_min(_EPS)).to(ctx.in_dtype), None
-
-
-_EPS = 1e-12  # F.normalize's default
+def _layout_for(strategy: str) -> str:
+    """The clip layout a window-conv strategy reads without a copy."""
+    return "positions" if strategy == "channels_last" else "channels"

@@ -1,7 +1,9 @@
 """The aggregation core of RSA as one autograd function: normalized q, k, v -> output y (Eqs. 7-12).
 
-Activations are position-major, (B, N, ...): q (B, N, L, C_Q), k and v (B, N, C_Q). The forward runs the
-factored order of Eq. 12, query side first:
+q is position-major (B, N, L, C_Q); k and v are clips (B, C_Q, T, H, W) in the layout their window convs
+read (channels-last = position-major, or standard; see :mod:`rsanet.ops.rsa_qkv`); the conv outputs and
+every other activation are position-major, (B, N, ...). The forward runs the factored order of Eq. 12,
+query side first:
 
     A  = K (*) r(H1)            key window conv, (B, N, C_Q, D)                        (Eq. 10)
     Ap = A + P1^T               relational + basic kernel factor                       (Eq. 12)
@@ -43,8 +45,9 @@ MEMORY_MODES = ("save", "recompute")
 def key_filters(H1: torch.Tensor, cq: int, kernel_size) -> torch.Tensor:
     """H1 (M, G, D) -> (C_Q*D, 1, t, h, w): key channel c uses the D filters of its group c // (C_Q/G)."""
     m, g, d = H1.shape
-    h = H1.repeat_interleave(cq // g, dim=1)  # (M, G, D) -> (M, C_Q, D)
-    return h.permute(1, 2, 0).reshape(cq * d, 1, *kernel_size)  # (C_Q, D, M) -> (C_Q*D, 1, t, h, w)
+    # (M, G, D) -> (G, D, M) -> (G, C_Q/G, D, M) (a broadcast view) -> (C_Q*D, 1, t, h, w): one copy
+    h = H1.permute(1, 2, 0).unsqueeze(1).expand(g, cq // g, d, m)
+    return h.reshape(cq * d, 1, *kernel_size)
 
 
 def _key_filter_grad(grad: torch.Tensor, groups: int, cq: int) -> torch.Tensor:
@@ -82,21 +85,18 @@ def _as_positions(out: torch.Tensor, c: int) -> torch.Tensor:
     return out.permute(0, 2, 3, 4, 1).reshape(b, -1, c, out.shape[1] // c).contiguous()
 
 
-def _window_conv(z: torch.Tensor, filters: torch.Tensor, thw, strategy: str, bias=None, shared=False):
-    """Window conv of position-major z (B, N, C) with (C*F or F, 1, t, h, w) filters: (B, N, C, F)."""
-    out = window_conv_forward(_as_clip(z, thw), filters, strategy, bias=bias, shared=shared)
-    return _as_positions(out, z.shape[-1])
+def _window_conv(z: torch.Tensor, filters: torch.Tensor, strategy: str, bias=None, shared=False):
+    """Window conv of the clip z (B, C, T, H, W) with (C*F or F, 1, t, h, w) filters: (B, N, C, F)."""
+    out = window_conv_forward(z, filters, strategy, bias=bias, shared=shared)
+    return _as_positions(out, z.shape[1])
 
 
-def _window_conv_backward(grad: torch.Tensor, z: torch.Tensor, filters: torch.Tensor, thw, strategy: str,
+def _window_conv_backward(grad: torch.Tensor, z: torch.Tensor, filters: torch.Tensor, strategy: str,
                           need_z: bool, need_filters: bool, shared: bool = False):
-    """Gradients (z (B, N, C), filters) of :func:`_window_conv` for grad (B, N, C, F)."""
+    """Gradients (z (B, C, T, H, W), filters) of :func:`_window_conv` for grad (B, N, C, F)."""
     b, n, c, f = grad.shape
-    g = _as_clip(grad.reshape(b, n, c * f), thw)  # (B, N, C, F) -> (B, C*F, T, H, W)
-    gz, gf = window_conv_backward(g, _as_clip(z, thw), filters, strategy, need_z, need_filters, shared=shared)
-    if gz is not None:
-        gz = gz.permute(0, 2, 3, 4, 1).reshape(b, n, c)  # (B, C, T, H, W) -> (B, N, C)
-    return gz, gf
+    g = _as_clip(grad.reshape(b, n, c * f), z.shape[2:])  # (B, N, C, F) -> (B, C*F, T, H, W)
+    return window_conv_backward(g, z, filters, strategy, need_z, need_filters, shared=shared)
 
 
 def _tap(tap: nn.Module, u: torch.Tensor, thw) -> torch.Tensor:
@@ -109,13 +109,13 @@ def _tap(tap: nn.Module, u: torch.Tensor, thw) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------
 # Forward (shared by the autograd function, inference and the tap path)
 # ------------------------------------------------------------------------------------------------
-def _kernel_factor(q, k, P1, H1, thw, kernel_size, strategy):
+def _kernel_factor(q, k, P1, H1, kernel_size, strategy):
     """Ap = K (*) r(H1) + P1^T (B, N, C_Q, D) (P1 enters as the conv's bias), None without a relational kernel."""
     if H1 is None:
         return None
     cq = q.shape[-1]
     bias = None if P1 is None else P1.t().reshape(-1)  # bias[c*D + d] = P1[d, c]: (D, C_Q) -> (C_Q*D,)
-    return _window_conv(k, key_filters(H1, cq, kernel_size), thw, strategy, bias=bias)
+    return _window_conv(k, key_filters(H1, cq, kernel_size), strategy, bias=bias)
 
 
 def _latent(q, ap, P1):
@@ -125,9 +125,9 @@ def _latent(q, ap, P1):
     return torch.matmul(q, ap)  # (B, N, L, C_Q) @ (B, N, C_Q, D) -> (B, N, L, D)
 
 
-def _value_factors(v, H2, G, I, thw, kernel_size, strategy):
+def _value_factors(v, H2, G, I, kernel_size, strategy):
     """vf = [Bv | I + E] (B, N, C_Q, D [+ C_Q]) from one value window conv with shared filters (I as bias)."""
-    return _window_conv(v, value_filters(H2, G, kernel_size), thw, strategy, bias=_value_bias(I, H2.shape[1]),
+    return _window_conv(v, value_filters(H2, G, kernel_size), strategy, bias=_value_bias(I, H2.shape[1]),
                         shared=True)
 
 
@@ -139,23 +139,23 @@ def _mix(u, vf, d: int, has_g: bool):
     return w, torch.matmul(w, vf[..., d:])  # (B, N, L, C_Q) @ (B, N, C_Q, C_Q) -> (B, N, L, C_Q)
 
 
-def _differentiable_conv(z, filters, thw, strategy):
+def _differentiable_conv(z, filters, strategy):
     """The window conv through autograd (per-channel filters (C*F, 1, t, h, w)): (B, N, C, F)."""
-    return _as_positions(channelwise_window_conv(_as_clip(z, thw), filters, strategy), z.shape[-1])
+    return _as_positions(channelwise_window_conv(z, filters, strategy), z.shape[1])
 
 
-def _forward_with_taps(q, k, v, P1, H1, H2, G, I, thw, kernel_size, strategy, taps):
+def _forward_with_taps(q, k, v, P1, H1, H2, G, I, kernel_size, strategy, taps):
     """The same forward, differentiable through autograd, showing u_V and u_R to the kernel taps."""
-    cq, d = q.shape[-1], H2.shape[1]
+    cq, d, thw = q.shape[-1], H2.shape[1], v.shape[2:]
     u = None
     if H1 is not None:
-        a = _differentiable_conv(k, key_filters(H1, cq, kernel_size), thw, strategy)  # (B, N, C_Q, D)
+        a = _differentiable_conv(k, key_filters(H1, cq, kernel_size), strategy)  # (B, N, C_Q, D)
         u = _tap(taps[1], torch.matmul(q, a), thw)  # u_R = q (K (*) r(H1)), (B, N, L, D)
     if P1 is not None:
         u_v = _tap(taps[0], torch.matmul(q, P1.t()), thw)  # u_V = q P1^T, (B, N, L, D)
         u = u_v if u is None else u + u_v
     shared = value_filters(H2, G, kernel_size)  # (F, 1, t, h, w) -> the same for each channel (C_Q*F, 1, ...)
-    vf = _differentiable_conv(v, shared.repeat(cq, 1, 1, 1, 1), thw, strategy)  # (B, N, C_Q, F)
+    vf = _differentiable_conv(v, shared.repeat(cq, 1, 1, 1, 1), strategy)  # (B, N, C_Q, F)
     if I is not None:
         vf = torch.cat([vf[..., :d], vf[..., d:] + I], dim=-1)
     return _mix(u, vf, d, G is not None)[1]
@@ -166,22 +166,22 @@ def _forward_with_taps(q, k, v, P1, H1, H2, G, I, thw, kernel_size, strategy, ta
 # ------------------------------------------------------------------------------------------------
 class _RSACore(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, P1, H1, H2, G, I, thw, kernel_size, strategy, memory):
-        ap = _kernel_factor(q, k, P1, H1, thw, kernel_size, strategy)
-        vf = _value_factors(v, H2, G, I, thw, kernel_size, strategy)
+    def forward(ctx, q, k, v, P1, H1, H2, G, I, kernel_size, strategy, memory):
+        ap = _kernel_factor(q, k, P1, H1, kernel_size, strategy)
+        vf = _value_factors(v, H2, G, I, kernel_size, strategy)
         _, y = _mix(_latent(q, ap, P1), vf, H2.shape[1], G is not None)
         ctx.save_for_backward(q, k, v, P1, H1, H2, G, I, ap if memory == "save" else None)
-        ctx.geometry = (thw, tuple(kernel_size), strategy)
+        ctx.geometry = (tuple(kernel_size), strategy)
         return y
 
     @staticmethod
     def backward(ctx, gy):
         q, k, v, P1, H1, H2, G, I, ap = ctx.saved_tensors
-        thw, kernel_size, strategy = ctx.geometry
+        kernel_size, strategy = ctx.geometry
         need = ctx.needs_input_grad
         if ap is None:  # memory mode "recompute" (or no relational kernel): the key window conv again
-            ap = _kernel_factor(q, k, P1, H1, thw, kernel_size, strategy)
-        vf = _value_factors(v, H2, G, I, thw, kernel_size, strategy)  # the value window conv again
+            ap = _kernel_factor(q, k, P1, H1, kernel_size, strategy)
+        vf = _value_factors(v, H2, G, I, kernel_size, strategy)  # the value window conv again
         b, n, L, cq = q.shape
         d = H2.shape[1]
         u = _latent(q, ap, P1)  # (B, N, L, D)
@@ -191,14 +191,14 @@ class _RSACore(torch.autograd.Function):
         gu = torch.matmul(gw, vf[..., :d])  # (B, N, L, C_Q) @ (B, N, C_Q, D) -> (B, N, L, D)
         g_vf[0] = torch.matmul(gw.transpose(-1, -2), u)  # gBv: (B, N, C_Q, L) @ (B, N, L, D) -> (B, N, C_Q, D)
         g_vf = torch.cat(g_vf, dim=-1) if len(g_vf) > 1 else g_vf[0]  # (B, N, C_Q, F)
-        gv, g_filters = _window_conv_backward(g_vf, v, value_filters(H2, G, kernel_size), thw, strategy,
+        gv, g_filters = _window_conv_backward(g_vf, v, value_filters(H2, G, kernel_size), strategy,
                                               need[2], need[5] or need[6], shared=True)
         gH2 = gG = None
         if g_filters is not None:
             g_hg = g_filters.flatten(1).t()  # (F, 1, t, h, w) -> (F, M) -> (M, D [+ C_Q])
             gH2, gG = g_hg[:, :d], (g_hg[:, d:] if G is not None else None)
-        gq, gk, gP1, gH1 = _kernel_grads(gu, q, k, ap, P1, H1, thw, kernel_size, strategy, need)
-        return gq, gk, gv, gP1, gH1, gH2, gG, g_i, None, None, None, None
+        gq, gk, gP1, gH1 = _kernel_grads(gu, q, k, ap, P1, H1, kernel_size, strategy, need)
+        return gq, gk, gv, gP1, gH1, gH2, gG, g_i, None, None, None
 
 
 def _context_grads(gy, w, vf, d: int, has_g: bool, need_i: bool):
@@ -211,7 +211,7 @@ def _context_grads(gy, w, vf, d: int, has_g: bool, need_i: bool):
     return [None, ge], g_i, gw
 
 
-def _kernel_grads(gu, q, k, ap, P1, H1, thw, kernel_size, strategy, need):
+def _kernel_grads(gu, q, k, ap, P1, H1, kernel_size, strategy, need):
     """gq, gk, gP1, gH1 from gu (B, N, L, D)."""
     b, n, L, cq = q.shape
     if H1 is None:  # u = q P1^T
@@ -222,15 +222,14 @@ def _kernel_grads(gu, q, k, ap, P1, H1, thw, kernel_size, strategy, need):
     gap = torch.matmul(q.transpose(-1, -2), gu)  # (B, N, C_Q, L) @ (B, N, L, D) -> (B, N, C_Q, D)
     gq = torch.matmul(gu, ap.transpose(-1, -2))  # (B, N, L, D) @ (B, N, D, C_Q) -> (B, N, L, C_Q)
     gP1 = gap.sum((0, 1)).t() if P1 is not None and need[3] else None  # (C_Q, D) -> (D, C_Q)
-    gk, g_filters = _window_conv_backward(gap, k, key_filters(H1, cq, kernel_size), thw, strategy, need[1],
-                                          need[4])
+    gk, g_filters = _window_conv_backward(gap, k, key_filters(H1, cq, kernel_size), strategy, need[1], need[4])
     gH1 = _key_filter_grad(g_filters, H1.shape[1], cq) if g_filters is not None else None
     return gq, gk, gP1, gH1
 
 
-def rsa_core(q, k, v, P1, H1, H2, G, I, thw, kernel_size, strategy: str = "auto", memory: str = "save",
+def rsa_core(q, k, v, P1, H1, H2, G, I, kernel_size, strategy: str = "auto", memory: str = "save",
              taps=None) -> torch.Tensor:
-    """y (B, N, L, C_Q) from normalized q (B, N, L, C_Q), k (B, N, C_Q) or None, v (B, N, C_Q) and the
+    """y (B, N, L, C_Q) from normalized q (B, N, L, C_Q), clips k (B, C_Q, T, H, W) or None and v, and the
     factors of the layer (None where a term is absent), all of one floating dtype.
 
     ``taps`` (basic, relational), when given, see the latent kernels; then the plain autograd graph is used
@@ -240,9 +239,9 @@ def rsa_core(q, k, v, P1, H1, H2, G, I, thw, kernel_size, strategy: str = "auto"
         raise ValueError(f"memory must be one of {list(MEMORY_MODES)}, got {memory!r}")
     tensors = (q, k, v, P1, H1, H2, G, I)
     if taps is not None:
-        return _forward_with_taps(*tensors, thw, kernel_size, strategy, taps)
+        return _forward_with_taps(*tensors, kernel_size, strategy, taps)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        return _RSACore.apply(*tensors, thw, tuple(kernel_size), strategy, memory)
-    ap = _kernel_factor(q, k, P1, H1, thw, kernel_size, strategy)
-    vf = _value_factors(v, H2, G, I, thw, kernel_size, strategy)
+        return _RSACore.apply(*tensors, tuple(kernel_size), strategy, memory)
+    ap = _kernel_factor(q, k, P1, H1, kernel_size, strategy)
+    vf = _value_factors(v, H2, G, I, kernel_size, strategy)
     return _mix(_latent(q, ap, P1), vf, H2.shape[1], G is not None)[1]

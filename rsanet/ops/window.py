@@ -83,7 +83,15 @@ def window_valid_mask(shape: Sequence[int], kernel_size: Sequence[int], device=N
 
 
 def spatial_downsample(x: torch.Tensor, stride: int) -> torch.Tensor:
-    """Average over stride x stride spatial cells after a transform: (B, C, T, H, W) -> (B, C, T, H/s, W/s)."""
+    """Average over stride x stride spatial cells after a transform: (B, C, T, H, W) -> (B, C, T, H/s, W/s).
+
+    A channels-last clip stays channels-last: it is pooled as its (B*T, C, H, W) frames, a view.
+    """
     if stride == 1:
         return x
+    b, c, t, h, w = x.shape
+    if x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous():
+        # (B, C, T, H, W) -> (B, T, C, H, W) -> (B*T, C, H, W) channels-last frames -> pool -> back
+        frames = F.avg_pool2d(x.transpose(1, 2).reshape(b * t, c, h, w), stride, stride)
+        return frames.reshape(b, t, c, *frames.shape[2:]).transpose(1, 2)
     return F.avg_pool3d(x, kernel_size=(1, stride, stride), stride=(1, stride, stride))

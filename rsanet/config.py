@@ -51,12 +51,8 @@ class TransformConfig:
     kernel: list[Literal["basic", "relational"]] = field(default_factory=lambda: ["basic", "relational"])  # RSA kernels
     context: list[Literal["basic", "relational"]] = field(default_factory=lambda: ["basic", "relational"])  # RSA contexts
     norm: Literal["l2", "none", "batchnorm"] = "l2"  # normalization of q, k and v (Table 6c)
-    # rsa: what the layer keeps for backward (same numbers either way; our choice, README "Performance"):
-    # save = q, k, v and the window-conv outputs; recompute = q, k, v only (re-runs the window convs, less memory)
-    memory: Literal["save", "recompute"] = "save"
-    # rsa: kernels of the window convolutions (same numbers; our choice, see rsanet/ops/channelwise_conv.py):
-    # auto = channels_last (oneDNN / cuDNN) except float64; native = PyTorch's standard-layout kernels
-    window_conv: Literal["auto", "native", "channels_last"] = "auto"
+    memory: Literal["save", "recompute"] = "save"  # rsa, same numbers either way (our choice, README "Performance"): what backward keeps, save = q, k, v and the key window conv (RSANet-R50 1.11x TSN's activations), recompute = q, k, v only (1.04x, re-runs both window convs)
+    window_conv: Literal["auto", "native", "channels_last", "batched"] = "auto"  # rsa, same numbers (our choice, rsanet/ops/channelwise_conv.py): window-conv kernels; auto = batched/channels_last (oneDNN) on CPU, channels_last (cuDNN) on CUDA, native for float64
     attention: list[Literal["content", "position"]] = field(default_factory=lambda: ["content", "position"])  # self_attention terms: qk^T and/or qP^T
     softmax: bool = True  # self_attention: apply the softmax over the window (False: plain qP^T kernel)
 

@@ -49,6 +49,9 @@ OPTIONS = [
     (("--no-layers",), {"action": "store_true", "help": "skip the per-layer rows"}),
     (("--channels-last",), {"nargs": "+", "default": ["off"], "choices": ["off", "on"],
                             "help": "memory format of the networks (off and/or on)"}),
+    (("--arch",), {"default": "resnet50", "choices": ["resnet18", "resnet34", "resnet50", "resnet101"],
+                   "help": "backbone (resnet50 for the paper's numbers; smaller for smoke runs)"}),
+    (("--width",), {"type": int, "default": 64, "help": "stem width (64 = standard; smaller for smoke runs)"}),
 ]
 
 
@@ -69,12 +72,12 @@ def saved_bytes(fn, exclude: Sequence[torch.Tensor] = ()) -> int:
     return sum(storages.values())
 
 
-def _model_bytes(case: str, frames: int, batch: int, size: int, channels_last: bool) -> int:
+def _model_bytes(case: str, frames: int, batch: int, size: int, channels_last: bool, arch: str, width: int) -> int:
     from rsanet.engine.runner import to_channels_last
 
     name, overrides = MODEL_CASES[case]
     torch.manual_seed(0)
-    model, _ = build_benchmark_model(name, frames, overrides=overrides)
+    model, _ = build_benchmark_model(name, frames, arch, width, overrides=overrides)
     model.train()
     if channels_last:
         to_channels_last(model)
@@ -86,7 +89,7 @@ def _model_bytes(case: str, frames: int, batch: int, size: int, channels_last: b
 def _layer_bytes(channels: int, side: int, frames: int, batch: int, mode: str) -> tuple[int, int]:
     from rsanet.ops import RSA
 
-    layer = RSA(channels, channels, memory=mode)
+    layer = RSA(channels, channels, memory=mode)  # the paper's layer: L = 8, 5x7x7 window
     x = torch.randn(batch, channels, frames, side, side).contiguous(memory_format=torch.channels_last_3d)
     x.requires_grad_(True)
     exclude = [x, *layer.parameters()]
@@ -95,9 +98,14 @@ def _layer_bytes(channels: int, side: int, frames: int, batch: int, mode: str) -
 
 def run(batch: int = 1, frames: Sequence[int] = (8,), size: int = 224, models: Sequence[str] = tuple(MODEL_CASES),
         layer_modes: Sequence[str] = LAYER_MODES, no_layers: bool = False, channels_last: Sequence[str] = ("off",),
-        device: str = "cpu", repeats: int = 1, warmup: int = 0, progress=None) -> dict:
-    """Model and per-layer rows; returns {"title", "columns", "rows", "meta"}. ``device``, ``repeats`` and
-    ``warmup`` are accepted for the common options and ignored (the count is exact and device independent)."""
+        arch: str = "resnet50", width: int = 64, stages: dict | None = None, device: str = "cpu", repeats: int = 1,
+        warmup: int = 0, progress=None) -> dict:
+    """Model and per-layer rows; returns {"title", "columns", "rows", "meta"}.
+
+    ``stages`` {name: (channels, downsampling)} replaces the R50 stages of the layer rows (tests use tiny
+    ones). ``device``, ``repeats`` and ``warmup`` are accepted for the common options and ignored (the count
+    is exact and device independent; it runs on the CPU).
+    """
     unknown = [m for m in models if m not in MODEL_CASES]
     if unknown:
         raise ValueError(f"unknown model case {unknown[0]!r}; choose from {list(MODEL_CASES)}")
@@ -106,7 +114,7 @@ def run(batch: int = 1, frames: Sequence[int] = (8,), size: int = 224, models: S
         for cl in channels_last:
             block = []
             for case in models:
-                mib = _model_bytes(case, t, batch, size, cl == "on") / batch / MIB
+                mib = _model_bytes(case, t, batch, size, cl == "on", arch, width) / batch / MIB
                 block.append({"level": "model", "case": case, "T": t, "B": batch, "size": size, "ch-last": cl,
                               "saved MiB": mib})
                 if progress is not None:
@@ -116,16 +124,16 @@ def run(batch: int = 1, frames: Sequence[int] = (8,), size: int = 224, models: S
                 r["x vs tsn"] = r["saved MiB"] / tsn if tsn else None
             rows += block
         if not no_layers:
-            rows += _layer_rows(t, batch, size, layer_modes, progress)
+            rows += _layer_rows(t, batch, size, layer_modes, stages or STAGES, progress)
     title = (f"Activation memory saved for backward per clip (distinct storages seen by saved_tensors_hooks, "
              f"parameters excluded), torch {torch.__version__}; layer rows: bytes besides the layer's input")
-    meta = {"torch": torch.__version__, "batch": batch, "size": size}
+    meta = {"torch": torch.__version__, "batch": batch, "size": size, "arch": arch, "width": width}
     return {"title": title, "columns": COLUMNS, "rows": rows, "meta": meta}
 
 
-def _layer_rows(frames: int, batch: int, size: int, modes: Sequence[str], progress) -> list[dict]:
+def _layer_rows(frames: int, batch: int, size: int, modes: Sequence[str], stages: dict, progress) -> list[dict]:
     rows = []
-    for stage, (c, down) in STAGES.items():
+    for stage, (c, down) in stages.items():
         side = -(-size // down)  # ceil, as the network's strided convs give
         for mode in modes:
             saved, inp = _layer_bytes(c, side, frames, batch, mode)

@@ -24,30 +24,33 @@ LAYOUTS = ("positions", "channels")
 _EPS = 1e-12  # F.normalize's default
 
 
+def _mergeable(t: torch.Tensor, dims) -> bool:
+    """Whether the consecutive ``dims`` of t can be flattened into one without a copy."""
+    for i, j in zip(dims[:-1], dims[1:]):
+        if t.shape[i] != 1 and t.shape[j] != 1 and t.stride(i) != t.shape[j] * t.stride(j):
+            return False
+    return True
+
+
 def _rows_view(x: torch.Tensor) -> torch.Tensor | None:
     """(B, C, T, H, W) as (B*N, C) rows without a copy when x is channels-last, else None."""
     c = x.shape[1]
     pm = x.permute(0, 2, 3, 4, 1)  # (B, T, H, W, C)
-    if pm.stride(-1) != 1 or c == 1:
+    if c == 1 or pm.stride(-1) != 1 or not _mergeable(pm, (0, 1, 2, 3, 4)):
         return None
-    try:
-        return pm.view(-1, c)  # (B*N, C)
-    except RuntimeError:
-        return None
+    return pm.reshape(-1, c)  # (B*N, C), a view
 
 
 def _frames_view(x: torch.Tensor) -> torch.Tensor:
     """(B, C, T, H, W) as channel-first matrices (P, C, R) with P*R = B*N: (B, C, N) for a standard clip,
     (B*T, C, H*W) for the frames of a TSN backbone; a copy only when neither view exists."""
     b, c, t, h, w = x.shape
-    try:
-        return x.view(b, c, t * h * w)  # (B, C, N)
-    except RuntimeError:
-        pass
-    try:
-        return x.transpose(1, 2).view(b * t, c, h * w)  # (B, T, C, H, W) -> (B*T, C, H*W)
-    except RuntimeError:
-        return x.reshape(b, c, t * h * w)
+    if _mergeable(x, (2, 3, 4)):
+        return x.reshape(b, c, t * h * w)  # (B, C, N), a view
+    frames = x.transpose(1, 2)  # (B, T, C, H, W)
+    if _mergeable(frames, (0, 1)) and _mergeable(frames, (3, 4)):
+        return frames.reshape(b * t, c, h * w)  # (B*T, C, H*W), a view
+    return x.reshape(b, c, t * h * w)  # a copy
 
 
 def project(x: torch.Tensor, weight: torch.Tensor, cq: int) -> torch.Tensor:

@@ -37,10 +37,11 @@ def test_memory_benchmark_rows_and_ordering():
     layer = {r["case"]: r for r in rows if r["level"] == "layer"}
     # (16 channels, L = 8 -> C_Q = D = 2) on 8x8 maps, T = 2, B = 2: the recompute mode keeps q, v, k (10
     # groups of C_Q), their 10 norms and the stacked (20, 16) weight; "save" adds Ap (C_Q x D per position)
+    # and u (L x D per position)
     positions = 2 * 2 * 8 * 8
     recompute = 4 * (positions * 10 * 2 + positions * 10 + 20 * 16)
     assert layer["rsa recompute"]["saved MiB"] * 2 ** 20 * 2 == pytest.approx(recompute)
-    assert layer["rsa save"]["saved MiB"] * 2 ** 20 * 2 == pytest.approx(recompute + 4 * positions * 4)
+    assert layer["rsa save"]["saved MiB"] * 2 ** 20 * 2 == pytest.approx(recompute + 4 * positions * (4 + 16))
     assert layer["rsa recompute"]["x input"] == pytest.approx(recompute / (4 * positions * 16))
     table = format_table(rows, result["columns"], title=result["title"]).splitlines()
     assert len(table) == 3 + len(rows) and len({len(line) for line in table[1:]}) == 1

@@ -39,3 +39,11 @@ def test_channels_last_and_memory_modes_run():
     assert rows == [("rsanet", "save", "off"), ("rsanet", "recompute", "off"), ("rsanet", "save", "on"),
                     ("rsanet", "recompute", "on"), ("tsn", "-", "off"), ("tsn", "-", "on")]
     assert all(r["step ms"] > 0 and r["x vs tsn"] > 0 for r in result["rows"])
+
+
+def test_interleaved_cases_share_one_process():
+    result = bench.run(batch=1, frames=[2], size=32, arch="resnet18", width=8, dtype=["fp32"], device="cpu",
+                       repeats=2, warmup=0, interleave=True)
+    assert [r["model"] for r in result["rows"]] == ["rsanet", "tsn"] and "alternated" in result["title"]
+    assert all(r["step ms"] > 0 and r["peak MiB"] is None for r in result["rows"])
+    assert result["rows"][1]["x vs tsn"] == 1.0

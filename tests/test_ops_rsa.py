@@ -306,7 +306,8 @@ def _saved_bytes(fn, exclude):
 def test_memory_modes_keep_exactly_the_documented_tensors():
     # C = 16, L = 2 -> C_Q = D = 8. Besides its input, the layer keeps the normalized projections (B, N, L + 2, C_Q)
     # with their norms (B, N, L + 2, 1) and the stacked 1x1x1 weight (C_Q (L + 2), C_in); "save" adds
-    # Ap = K (*) r(H1) + P1^T (B, N, C_Q, D) and nothing else (F.normalize alone would keep 2x the projections).
+    # Ap = K (*) r(H1) + P1^T (B, N, C_Q, D) and u = q Ap (B, N, L, D), nothing else (F.normalize alone would
+    # keep 2x the projections).
     m = RSA(16, 16, kernel_size=(3, 3, 3), queries=2)
     x = torch.randn(2, 16, 3, 4, 5).contiguous(memory_format=torch.channels_last_3d).requires_grad_()
     positions, parts, cq = 2 * 3 * 4 * 5, 4, 8
@@ -316,7 +317,7 @@ def test_memory_modes_keep_exactly_the_documented_tensors():
         m.memory = mode
         saved[mode] = _saved_bytes(lambda: m(x), [x, *m.parameters()])
     assert saved["recompute"] == common
-    assert saved["save"] == common + 4 * positions * cq * 8
+    assert saved["save"] == common + 4 * positions * (cq * 8 + 2 * 8)
 
 
 @pytest.mark.parametrize("window_conv", ["auto", "channels_last", "native", "batched"])

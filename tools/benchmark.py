@@ -27,6 +27,8 @@ SUBCOMMANDS = {
               "training-step videos/s and peak memory of RSANet-R50 vs TSN-R50 (fp32/bf16, channels-last, compile)"),
     "memory": ("rsanet.benchmark.memory",
                "activation memory saved for backward per clip: RSANet-R50 (each memory mode) vs TSN-R50, per RSA layer"),
+    "profile": ("rsanet.benchmark.profile",
+                "where one RSA layer's fwd+bwd time goes: window convs, matmuls, norms, layout copies (torch.profiler)"),
     "data": ("rsanet.benchmark.data",
              "data pipeline clips/s per worker: decode, then decode + train transforms, 8 and 16 frames"),
 }

@@ -19,11 +19,11 @@ The backward is written out, so that autograd keeps only what it needs:
 
 What is saved is the memory mode (``MEMORY_MODES``):
 
-* ``"save"`` (default): q, k, v (views of the normalized projections, which are kept anyway) and Ap
-  (C_Q x D per position); backward re-runs the value window conv (2/3 of the window-conv forward work) and
-  the two matmuls for u and w. Keeping [Bv | I + E] as well would save that work but cost twice Ap's
-  memory: RSANet-R50 would then keep 1.24x TSN-R50's activations instead of 1.10x.
-* ``"recompute"``: q, k, v only; backward re-runs both window convs and the two matmuls first.
+* ``"save"`` (default): q, k, v (the normalization's outputs, kept by it anyway), Ap (C_Q x D per
+  position) and u (L x D); backward re-runs the value window conv (2/3 of the window-conv forward work)
+  and the matmul for w. Keeping [Bv | I + E] as well would save that work but cost twice Ap's memory:
+  RSANet-R50 would keep 1.27x TSN-R50's activations instead of 1.13x (``tools/benchmark.py memory``).
+* ``"recompute"``: q, k, v only; backward re-runs both window convs and the matmuls for u and w first.
 
 Terms missing from the layer (Table 4a: basic- or relational-only kernel or context) drop their factors.
 """
@@ -169,22 +169,24 @@ class _RSACore(torch.autograd.Function):
     def forward(ctx, q, k, v, P1, H1, H2, G, I, kernel_size, strategy, memory):
         ap = _kernel_factor(q, k, P1, H1, kernel_size, strategy)
         vf = _value_factors(v, H2, G, I, kernel_size, strategy)
-        _, y = _mix(_latent(q, ap, P1), vf, H2.shape[1], G is not None)
-        ctx.save_for_backward(q, k, v, P1, H1, H2, G, I, ap if memory == "save" else None)
+        u = _latent(q, ap, P1)
+        _, y = _mix(u, vf, H2.shape[1], G is not None)
+        kept = (ap, u) if memory == "save" else (None, None)
+        ctx.save_for_backward(q, k, v, P1, H1, H2, G, I, *kept)
         ctx.geometry = (tuple(kernel_size), strategy)
         return y
 
     @staticmethod
     def backward(ctx, gy):
-        q, k, v, P1, H1, H2, G, I, ap = ctx.saved_tensors
+        q, k, v, P1, H1, H2, G, I, ap, u = ctx.saved_tensors
         kernel_size, strategy = ctx.geometry
         need = ctx.needs_input_grad
-        if ap is None:  # memory mode "recompute" (or no relational kernel): the key window conv again
+        if u is None:  # memory mode "recompute": the key window conv and u again
             ap = _kernel_factor(q, k, P1, H1, kernel_size, strategy)
+            u = _latent(q, ap, P1)  # (B, N, L, D)
         vf = _value_factors(v, H2, G, I, kernel_size, strategy)  # the value window conv again
         b, n, L, cq = q.shape
         d = H2.shape[1]
-        u = _latent(q, ap, P1)  # (B, N, L, D)
         w = torch.matmul(u, vf[..., :d].transpose(-1, -2))  # (B, N, L, D) @ (B, N, D, C_Q) -> (B, N, L, C_Q)
         gy = gy.contiguous()  # densely packed matrices for the batched matmuls (the caller's layout may differ)
         g_vf, g_i, gw = _context_grads(gy, w, vf, d, G is not None, need[7])

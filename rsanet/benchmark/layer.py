@@ -128,11 +128,11 @@ def measure_interleaved(cases: list[dict]) -> list[dict]:
 
 
 def _groups(stages: dict, impls, dtypes, batch, frames, device, repeats, warmup, budget, window_convs, memories):
-    """[(row, case, skip, need), ...] per (stage, dtype): the cases measured side by side."""
+    """[(row, case, skip, need), ...] per stage: the cases measured side by side (every dtype and impl)."""
     groups = []
     for stage, (c, s) in stages.items():
+        group = []
         for dtype in dtypes:
-            group = []
             for impl in impls:
                 variants = [(w, m) for w in window_convs for m in memories] if impl == "ours" else [(None, None)]
                 for window_conv, memory in variants:
@@ -143,7 +143,7 @@ def _groups(stages: dict, impls, dtypes, batch, frames, device, repeats, warmup,
                             "window_conv": window_conv or "auto", "memory": memory or "save"}
                     need = reference_bytes(c, s, frames, batch) if impl == "reference" else 0
                     group.append((row, case, need > budget, need))
-            groups.append(group)
+        groups.append(group)
     return groups
 
 
@@ -155,8 +155,8 @@ def run(batch: int = 1, frames: int = 8, dtype: Sequence[str] = ("fp32",), impl:
     """Measure every (stage, dtype, impl) case; returns {"title", "columns", "rows", "meta"}.
 
     ``ours`` is measured once per (window-conv strategy, memory mode) pair; the baselines once. With
-    ``interleave`` the cases of one stage and dtype are built in this process and timed in turn (robust
-    ratios on a loaded machine; no peak memory).
+    ``interleave`` the cases of one stage (every dtype and implementation) are built in this process and
+    timed in turn (robust ratios on a loaded machine; no peak memory).
 
     ``stages`` names entries of :data:`STAGES`, or is a dict {name: (channels, size)} for custom shapes
     (the test suite uses a tiny one). On CPU each case runs in a fresh subprocess unless ``isolate`` is

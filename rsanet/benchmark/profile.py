@@ -40,6 +40,7 @@ OPTIONS = [
     (("--memory",), {"nargs": "+", "default": ["save"], "choices": ["save", "recompute"],
                      "help": "memory modes of the layer"}),
     (("--size",), {"type": int, "default": 224, "help": "crop side the stage shapes are taken at"}),
+    (("--threads",), {"type": int, "default": 0, "help": "CPU threads (0: torch's default)"}),
 ]
 
 
@@ -85,15 +86,21 @@ def _profile_case(layer, x, grad, autocast: bool, repeats: int, device: torch.de
 
 
 def run(batch: int = 1, frames: int = 8, stages: Sequence[str] = tuple(STAGES), dtype: Sequence[str] = ("fp32",),
-        memory: Sequence[str] = ("save",), size: int = 224, device: str = "auto", repeats: int = 3,
-        warmup: int = 2, progress=None) -> dict:
-    """One row per (stage, dtype, memory mode); returns {"title", "columns", "rows", "meta"}."""
+        memory: Sequence[str] = ("save",), size: int = 224, threads: int = 0, device: str = "auto",
+        repeats: int = 3, warmup: int = 2, stage_shapes: dict | None = None, progress=None) -> dict:
+    """One row per (stage, dtype, memory mode); returns {"title", "columns", "rows", "meta"}.
+
+    ``stage_shapes`` {name: (channels, side at 224)} replaces the R50 stages (tests use a tiny one).
+    """
     from rsanet.ops import RSA
 
     dev = resolve_device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    shapes = stage_shapes or STAGES
     rows = []
-    for stage in stages:
-        c, side224 = STAGES[stage]
+    for stage in (stages if stage_shapes is None else list(stage_shapes)):
+        c, side224 = shapes[stage]
         s = -(-side224 * size // 224)
         for d in dtype:
             for mode in memory:
@@ -106,7 +113,8 @@ def run(batch: int = 1, frames: int = 8, stages: Sequence[str] = tuple(STAGES), 
                              "memory": mode, **cats, "total ms": sum(cats.values())})
                 if progress is not None:
                     progress(rows[-1])
-    title = (f"RSA layer fwd+bwd by operator kind on {device_name(dev)}, torch {torch.__version__}: self time "
+    where = f"CPU ({threads} threads)" if dev.type == "cpu" and threads else device_name(dev)
+    title = (f"RSA layer fwd+bwd by operator kind on {where}, torch {torch.__version__}: self time "
              f"per step (ms) under torch.profiler, {repeats} steps after 2 warm-up")
     meta = {"device": str(dev), "torch": torch.__version__, "batch": batch, "frames": frames, "size": size}
     return {"title": title, "columns": COLUMNS, "rows": rows, "meta": meta}

@@ -202,7 +202,8 @@ def run(batch: int = 1, frames: int = 8, dtype: Sequence[str] = ("fp32",), impl:
     how = ("cases of a stage alternated in one process" if interleave else "peak = extra memory of one step"
            f" ({'allocator peak' if dev.type == 'cuda' else 'peak RSS growth'}"
            f"{', fresh process per case' if isolate and dev.type == 'cpu' else ''})")
-    title = f"RSA layer fwd+bwd on {where}, torch {torch.__version__}: median of {repeats} after {warmup} warm-up; {how}"
+    title = (f"RSA layer fwd+bwd on {where}, torch {torch.__version__}: median of {repeats} after {warmup} "
+             f"warm-up; {how}")
     meta = {"device": str(dev), "device_name": where, "torch": torch.__version__, "batch": batch,
             "frames": frames, "repeats": repeats, "warmup": warmup, "budget_bytes": int(budget)}
     return {"title": title, "columns": COLUMNS, "rows": rows, "meta": meta}

@@ -107,3 +107,22 @@ def test_auto_strategy_choices():
     assert resolve_strategy("auto", large, shared=True) == "channels_last"
     assert resolve_strategy("auto", small, shared=False) == "channels_last"
     assert resolve_strategy("batched", small, shared=False) == "channels_last"  # no batched per-channel form
+
+
+@pytest.mark.parametrize("strategy", ["channels_last", "batched", "native"])
+@pytest.mark.parametrize("shared", [False, True])
+def test_cuda_code_paths_on_the_cpu(monkeypatch, strategy, shared):
+    # the CUDA variants (single cuDNN calls, the standard conv's own backward for "batched") run PyTorch's
+    # generic kernels when the oneDNN switch is off, so their layouts and reductions are checked here too
+    monkeypatch.setattr(channelwise_conv, "_onednn", lambda x: False)
+    c, f = 3, 4
+    x = torch.randn(2, c, 3, 5, 4, dtype=torch.float64).contiguous(memory_format=torch.channels_last_3d)
+    weight = torch.randn(f if shared else c * f, 1, 3, 3, 2, dtype=torch.float64)
+    g = torch.randn(2, c * f, 3, 5, 4, dtype=torch.float64)
+    out = window_conv_forward(x, weight, strategy, shared=shared)
+    gx, gw = window_conv_backward(g, x, weight, strategy, shared=shared)
+    x_ref, w_ref = x.clone().requires_grad_(), weight.clone().requires_grad_()
+    ref = _loop_reference(x_ref, w_ref.repeat(c, 1, 1, 1, 1) if shared else w_ref)
+    gx_ref, gw_ref = torch.autograd.grad((ref * g).sum(), (x_ref, w_ref))
+    for a, b in ((out, ref), (gx, gx_ref), (gw, gw_ref)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-11)

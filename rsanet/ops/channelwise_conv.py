@@ -57,10 +57,15 @@ def resolve_strategy(strategy: str, x: torch.Tensor, shared: bool = False) -> st
         if x.dtype == torch.float64:
             return "native"
         small = x.shape[-1] * x.shape[-2] <= _BATCHED_MAX_AREA
-        return "batched" if shared and small and x.device.type == "cpu" else "channels_last"
+        return "batched" if shared and small and _onednn(x) else "channels_last"
     if strategy == "batched" and not shared:
         return "channels_last"  # per-channel filters have no batched form
     return strategy
+
+
+def _onednn(x: torch.Tensor) -> bool:
+    """Whether the CPU (oneDNN) variants of the strategies apply; otherwise the CUDA (cuDNN) ones."""
+    return x.device.type == "cpu"
 
 
 def _geometry(kernel_size):
@@ -116,7 +121,7 @@ def _position_major(b: int, spatial, channels: int, like: torch.Tensor) -> torch
 
 def _split_conv(x: torch.Tensor) -> bool:
     """Whether the channels-last CPU path splits this conv into channel chunks (oneDNN's fast kernel)."""
-    return x.device.type == "cpu" and x.is_contiguous(memory_format=_CL)
+    return _onednn(x) and x.is_contiguous(memory_format=_CL)
 
 
 def _conv(x: torch.Tensor, filters: _Filters, bias, padding, strategy: str) -> torch.Tensor:
@@ -232,7 +237,7 @@ def window_conv_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tens
     grad = grad.contiguous(memory_format=_CL) if strategy == "batched" else _layout(grad, strategy)
     xp = F.pad(x, pads) if pads is not None else x
     xp = xp if strategy == "batched" else _layout(xp, strategy)
-    if strategy != "native" and x.device.type == "cpu":  # oneDNN: chunked or batched wgrad, depthwise igrad
+    if strategy != "native" and _onednn(x):  # oneDNN: chunked or batched wgrad, depthwise igrad
         grad_w = None
         if need_weight:
             grad_w = (_batched_weight_grad(grad, xp, weight, padding) if strategy == "batched"

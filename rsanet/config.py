@@ -104,6 +104,8 @@ class TransformConfig:
     context: list[Literal["basic", "relational"]] = field(default_factory=lambda: ["basic", "relational"])  # RSA contexts
     norm: Literal["l2", "none", "batchnorm"] = "l2"  # normalization of q, k and v (Table 6c)
     l2_eps: float = 0.0  # RSA L2 norm: 0 divides by max(|x|, 1e-12) (ours); > 0 by sqrt(|x|^2 + l2_eps) (the authors' code: 1e-6)
+    memory: Literal["save", "recompute"] = "save"  # rsa, same numbers either way (our choice, README "Performance"): what backward keeps, save = q, k, v and the key window conv (RSANet-R50 1.11x TSN's activations), recompute = q, k, v only (1.04x, re-runs both window convs)
+    window_conv: Literal["auto", "native", "channels_last", "batched"] = "auto"  # rsa, same numbers (our choice, rsanet/ops/channelwise_conv.py): window-conv kernels; auto = batched/channels_last (oneDNN) on CPU, channels_last (cuDNN) on CUDA, native for float64
     attention: list[Literal["content", "position"]] = field(default_factory=lambda: ["content", "position"])  # self_attention terms: qk^T and/or qP^T
     softmax: bool = True  # self_attention: apply the softmax over the window (False: plain qP^T kernel)
     # rsa_init: "authors" = the authors' code (ops/ResNet.py re-inits every Conv3d of the layer with kaiming
@@ -128,7 +130,7 @@ class ModelConfig:
     # classifier_init: "xavier_uniform" with bias 0 = the authors' code (ops/models.py, and main.py re-inits the
     # new fc with xavier_uniform_); "normal" = N(0, 0.001) with bias 0, TSN's choice (our earlier default)
     classifier_init: Literal["xavier_uniform", "normal"] = "xavier_uniform"  # init of the fc (authors' code)
-    checkpoint_rsa: bool = False  # activation checkpointing of the blocks that hold a transform (saves memory)
+    checkpoint_rsa: bool = False  # activation checkpointing of the transforms (conv2 of the blocks that hold one; BatchNorms never run twice): RSANet-R50 keeps 1.00x TSN's activations
     transform: TransformConfig = field(default_factory=TransformConfig)  # the spatio-temporal transform
 
 

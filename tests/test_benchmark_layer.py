@@ -69,3 +69,27 @@ def test_cli_parses_layer_options():
         2, 16, ["fp32", "bf16"], ["ours", "paper_eq12"], ["res4"], 3, "out.json")
     with pytest.raises(SystemExit):
         tool.build_parser("layer").parse_args(["layer", "--frames", "12"])
+
+
+def test_ours_runs_once_per_strategy_and_memory_mode():
+    # #18 finding 1: every window-conv strategy is benchmarked side by side (on CUDA with --device cuda)
+    result = layer.run(stages={"tiny": (16, 6)}, frames=2, batch=1, repeats=1, warmup=0, device="cpu",
+                       dtype=["fp32"], impl=["ours", "paper_eq12"], isolate=False,
+                       window_conv=["native", "channels_last", "batched"], memory=["save", "recompute"])
+    rows = result["rows"]
+    assert [(r["impl"], r["window conv"], r["memory"]) for r in rows] == [
+        ("ours", w, m) for w in ("native", "channels_last", "batched") for m in ("save", "recompute")
+    ] + [("paper_eq12", None, None)]
+    paper = rows[-1]["fwd+bwd ms"]
+    assert all(r["x vs paper"] == pytest.approx(paper / r["fwd+bwd ms"]) for r in rows)
+
+
+def test_interleaved_cases_of_a_stage():
+    result = layer.run(stages={"a": (16, 6), "b": (16, 4)}, frames=2, batch=1, repeats=2, warmup=0,
+                       device="cpu", dtype=["fp32"], impl=["ours", "paper_eq12"], interleave=True,
+                       memory=["save", "recompute"])
+    rows = result["rows"]
+    assert [(r["stage"], r["impl"], r["memory"]) for r in rows] == [
+        (s, impl, mem) for s in ("a", "b") for impl, mem in (("ours", "save"), ("ours", "recompute"),
+                                                             ("paper_eq12", None))]
+    assert all(r["fwd+bwd ms"] > 0 and r["peak MiB"] is None for r in rows) and "alternated" in result["title"]

@@ -27,3 +27,23 @@ def test_benchmark_models_are_the_paper_networks():
     tsn, _ = bench.build_benchmark_model("tsn", frames=8)
     assert len(rsa.replaced) == 7 and tsn.replaced == []
     assert sum(p.numel() for p in rsa.parameters()) == 22_034_302
+
+
+def test_channels_last_and_memory_modes_run():
+    # #18 finding 11: `model --channels-last on` crashed on the RSA layers' 5-D Conv3d weights
+    # (model.to(memory_format=channels_last)); the benchmark now uses the trainer's own conversion
+    result = bench.run(batch=1, frames=[2], size=32, arch="resnet18", width=8, dtype=["fp32"],
+                       channels_last=["off", "on"], memory=["save", "recompute"], device="cpu", repeats=1,
+                       warmup=0, isolate=False)
+    rows = [(r["model"], r["memory"], r["ch-last"]) for r in result["rows"]]
+    assert rows == [("rsanet", "save", "off"), ("rsanet", "recompute", "off"), ("rsanet", "save", "on"),
+                    ("rsanet", "recompute", "on"), ("tsn", "-", "off"), ("tsn", "-", "on")]
+    assert all(r["step ms"] > 0 and r["x vs tsn"] > 0 for r in result["rows"])
+
+
+def test_interleaved_cases_share_one_process():
+    result = bench.run(batch=1, frames=[2], size=32, arch="resnet18", width=8, dtype=["fp32"], device="cpu",
+                       repeats=2, warmup=0, interleave=True)
+    assert [r["model"] for r in result["rows"]] == ["rsanet", "tsn"] and "alternated" in result["title"]
+    assert all(r["step ms"] > 0 and r["peak MiB"] is None for r in result["rows"])
+    assert result["rows"][1]["x vs tsn"] == 1.0

@@ -165,7 +165,7 @@ def test_table_rows_and_format(tmp_path):
     assert [r["config"] for r in rows] == ["table4c_kernel_3x3x3", "zz_mine"]
     assert rows[0]["paper_flops_g"] == 28.5 and rows[1]["paper_params_m"] is None
     text = format_table(rows)
-    assert "| table4c_kernel_3x3x3 | 20.26 | 20.3 | 28.4" in text and "| zz_mine | 23.86 | - | 32.70 | - | - |" in text
+    assert "| table4c_kernel_3x3x3 | 20.26 | 20.3 | 28.3" in text and "| zz_mine | 23.86 | - | 32.70 | - | - |" in text
 
 
 def test_tool_counts_at_the_configs_test_crop_unless_size_is_given(capsys):

@@ -166,28 +166,93 @@ def test_stochastic_depth_is_off_in_eval():
         torch.testing.assert_close(out, ref, rtol=0, atol=0)  # never dropped, never rescaled
 
 
-def test_checkpoint_rsa_recomputes_transform_blocks_with_identical_results():
-    results, weights = [], None
-    for ckpt in (False, True):
-        model = build_model(tiny_cfg("resnet50", f"model.checkpoint_rsa={str(ckpt).lower()}",
-                                     "model.stochastic_depth=0.3", "model.dropout=0.2"))
-        randomize_bn(model, torch.Generator().manual_seed(6))
-        weights = weights or copy.deepcopy(model.state_dict())
-        model.load_state_dict(weights)  # the same weights in both runs
-        calls = []
-        for name in model.replaced:
-            model.get_submodule(name).register_forward_hook(lambda *a: calls.append(1))
-        model.train()
-        torch.manual_seed(7)
-        out = model(torch.randn(2, 3, 4, 32, 32, generator=torch.Generator().manual_seed(8)))
-        out.sum().backward()
-        grads = {k: p.grad.clone() for k, p in model.named_parameters()}
-        results.append((out.detach(), grads, len(calls)))
-    (out0, g0, calls0), (out1, g1, calls1) = results
+def _one_training_step(ckpt: bool, weights=None):
+    """A tiny RSANet with non-trivial BN, stochastic depth and dropout after one forward + backward."""
+    model = build_model(tiny_cfg("resnet50", f"model.checkpoint_rsa={str(ckpt).lower()}",
+                                 "model.stochastic_depth=0.3", "model.dropout=0.2"))
+    randomize_bn(model, torch.Generator().manual_seed(6))
+    weights = weights or copy.deepcopy(model.state_dict())
+    model.load_state_dict(weights)  # the same weights in both runs
+    calls = []
+    for name in model.replaced:  # count the transform's forward runs (module hooks skip the recompute)
+        module = model.get_submodule(name)
+        module.forward = (lambda f: lambda *a: (calls.append(1), f(*a))[1])(module.forward)
+    model.train()
+    torch.manual_seed(7)
+    out = model(torch.randn(2, 3, 4, 32, 32, generator=torch.Generator().manual_seed(8)))
+    out.sum().backward()
+    return model, out.detach(), len(calls), weights
+
+
+def test_checkpoint_rsa_recomputes_transforms_with_identical_results():
+    model0, out0, calls0, weights = _one_training_step(False)
+    model1, out1, calls1, _ = _one_training_step(True, weights)
     assert calls0 == 5 and calls1 == 10  # with checkpointing each transform runs again in backward
     torch.testing.assert_close(out1, out0, rtol=0, atol=0)
-    for k in g0:
-        torch.testing.assert_close(g1[k], g0[k], rtol=1e-5, atol=1e-6, msg=k)
+    g0 = dict(model0.named_parameters())
+    for k, p in model1.named_parameters():
+        torch.testing.assert_close(p.grad, g0[k].grad, rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_checkpoint_rsa_updates_batchnorm_statistics_once():
+    # #18 finding 7: recomputing whole blocks ran their BatchNorms twice (num_batches_tracked 2, running
+    # statistics moved twice, SyncBatchNorm collectives repeated); only the transforms are recomputed now
+    model0, _, _, weights = _one_training_step(False)
+    model1, _, _, _ = _one_training_step(True, weights)
+    buffers0 = dict(model0.named_buffers())
+    for name, buf in model1.named_buffers():
+        if name.endswith("num_batches_tracked"):
+            assert buf.item() == 1, name
+        torch.testing.assert_close(buf, buffers0[name], rtol=0, atol=0, msg=name)
+
+
+def _format(t: torch.Tensor) -> str:
+    """'cl' or 'std' for a 4-D tensor; 'any' when both layouts describe it (1x1 maps, one channel)."""
+    cl, std = t.is_contiguous(memory_format=torch.channels_last), t.is_contiguous()
+    return "any" if cl == std else ("cl" if cl else "std")
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_one_memory_layout_flows_through_the_network(channels_last):
+    # #18 finding 3: every 2D conv and BatchNorm (forward and backward) sees activations in the network's
+    # layout (channels-last after the trainer's conversion, else standard), so no kernel converts
+    # internally; layout-changing copies are exactly: the stem input (channels-last) or one per RSA output
+    # (standard layout); no tensor is copied into another layout twice.
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from rsanet.engine.runner import to_channels_last
+
+    model = build_model(tiny_cfg("resnet50", "model.transform.kernel_size=[3,5,5]"))
+    if channels_last:
+        to_channels_last(model)
+    want = "cl" if channels_last else "std"
+    conv2d = torch.ops.aten.convolution.default
+    convs, copies, alive = [], [], []
+
+    class Watch(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func is conv2d and args[0].dim() == 4:
+                convs.append((_format(args[0]), _format(args[1])))
+            elif func is torch.ops.aten.convolution_backward.default and args[0].dim() == 4:
+                convs.append((_format(args[0]), _format(args[1])))
+            elif func in (torch.ops.aten.native_batch_norm.default, torch.ops.aten.native_batch_norm_backward.default):
+                convs.append((_format(args[0]), want))
+            elif func in (torch.ops.aten.clone.default, torch.ops.aten.copy_.default) and args[0].dim() >= 4:
+                src = args[1] if func is torch.ops.aten.copy_.default else args[0]
+                dst = args[0] if func is torch.ops.aten.copy_.default else out
+                if src.dim() == dst.dim() and src.stride() != dst.stride():
+                    copies.append((src.data_ptr(), tuple(src.shape), src.stride()))
+                    alive.append(src)  # no storage is freed and reused by another tensor during the step
+            return out
+
+    model.train()
+    x = torch.randn(2, 3, 4, 32, 32)
+    with Watch():
+        model(x).sum().backward()
+    mismatched = [c for c in convs if any(f not in (want, "any") for f in c)]
+    assert not mismatched, f"{len(mismatched)} of {len(convs)} 2D convs / BNs see another layout: {mismatched[:3]}"
+    assert len(copies) == len(set(copies)), "a tensor was copied into another layout twice"
 
 
 def test_init_msra_zero_last_gamma_and_classifier():

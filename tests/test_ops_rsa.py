@@ -35,10 +35,11 @@ def _assert_matches_reference(module, x, tol=1e-10):
     return y_fast
 
 
+@pytest.mark.parametrize("memory", ["save", "recompute"])
 @pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("context", KERNELS)
-def test_all_table4a_combinations_match_reference(kernel, context):
-    m = RSA(8, 8, kernel_size=(3, 3, 3), queries=2, kernel=kernel, context=context)
+def test_all_table4a_combinations_match_reference(kernel, context, memory):
+    m = RSA(8, 8, kernel_size=(3, 3, 3), queries=2, kernel=kernel, context=context, memory=memory)
     y = _assert_matches_reference(m, torch.randn(2, 8, 4, 6, 6))
     assert y.shape == (2, 8, 4, 6, 6)
 
@@ -57,10 +58,18 @@ COVER = [
 ]
 
 
+# Every window-conv strategy and memory mode (their code paths differ; the numbers must not). In float64
+# "auto" is "native"; "channels_last" and "batched" run their own layouts and backward on PyTorch's kernels.
+PATHS = [("auto", "save"), ("auto", "recompute"), ("channels_last", "save"), ("channels_last", "recompute"),
+         ("batched", "save"), ("batched", "recompute")]
+
+
+@pytest.mark.parametrize("window_conv,memory", PATHS)
 @pytest.mark.parametrize("c_in,c_out,L,D,G,ks,stride,norm,kernel,context,thw", COVER)
-def test_covering_design_matches_reference(c_in, c_out, L, D, G, ks, stride, norm, kernel, context, thw):
+def test_covering_design_matches_reference(c_in, c_out, L, D, G, ks, stride, norm, kernel, context, thw,
+                                           window_conv, memory):
     m = RSA(c_in, c_out, kernel_size=ks, queries=L, latent_dim=D, groups=G, kernel=kernel, context=context,
-            norm=norm, stride=stride)
+            norm=norm, stride=stride, window_conv=window_conv, memory=memory)
     t, h, w = thw
     y = _assert_matches_reference(m, torch.randn(2, c_in, t, h, w))
     assert y.shape == (2, c_out, t, h // stride, w // stride)
@@ -242,9 +251,10 @@ def test_bf16_on_the_channels_last_path():
     assert ((y16.float() - y32).norm() / y32.norm()) < 2e-2
 
 
-def test_torch_compile_sees_no_graph_breaks():
-    m = RSA(8, 8, kernel_size=(2, 3, 3), queries=2, groups=2, stride=2)
-    explanation = torch._dynamo.explain(m)(torch.randn(1, 8, 3, 10, 10))
+@pytest.mark.parametrize("memory", ["save", "recompute"])
+def test_torch_compile_sees_no_graph_breaks(memory):
+    m = RSA(8, 8, kernel_size=(2, 3, 3), queries=2, groups=2, stride=2, memory=memory)
+    explanation = torch._dynamo.explain(m)(torch.randn(1, 8, 3, 10, 10, requires_grad=True))
     assert explanation.graph_break_count == 0, explanation.break_reasons
     assert explanation.graph_count == 1
 
@@ -260,3 +270,116 @@ def test_torchscript_trace_and_save_for_inference(tmp_path):
         loaded = torch.jit.load(str(tmp_path / "rsa.pt"))
         x2 = torch.randn(3, 8, 3, 10, 10)
         torch.testing.assert_close(loaded(x2), m(x2), rtol=0, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# The hand-written backward: chunked oneDNN paths, memory modes, the tap path, precision under autocast.
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("window_conv", ["channels_last", "batched"])
+def test_chunked_convolutions_match_reference(monkeypatch, window_conv):
+    # tiny chunk limits make every chunk loop run several (uneven) chunks at test sizes:
+    # key conv C_Q*D = 6*6 = 36 channels in chunks of 5 channels (30 // 6), value conv F = 12 -> 2 channels,
+    # depthwise input gradients in chunks of 1 channel
+    from rsanet.ops import channelwise_conv
+
+    monkeypatch.setattr(channelwise_conv, "_ONEDNN_CHUNK", 30)
+    monkeypatch.setattr(channelwise_conv, "_DEPTHWISE_CHUNK", 7)
+    m = RSA(12, 12, kernel_size=(3, 3, 3), queries=2, window_conv=window_conv)
+    _assert_matches_reference(m, torch.randn(2, 12, 3, 4, 5).contiguous(memory_format=torch.channels_last_3d))
+
+
+def _saved_bytes(fn, exclude):
+    """Bytes of the distinct storages autograd saves during fn(), excluding those of ``exclude``."""
+    skip = {t.untyped_storage().data_ptr() for t in exclude}
+    sizes = {}
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in skip:
+            sizes[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(sizes.values())
+
+
+def test_memory_modes_keep_exactly_the_documented_tensors():
+    # C = 16, L = 2 -> C_Q = D = 8. Besides its input, the layer keeps the normalized projections (B, N, L + 2, C_Q)
+    # with their norms (B, N, L + 2, 1) and the stacked 1x1x1 weight (C_Q (L + 2), C_in); "save" adds
+    # Ap = K (*) r(H1) + P1^T (B, N, C_Q, D) and u = q Ap (B, N, L, D), nothing else (F.normalize alone would
+    # keep 2x the projections).
+    m = RSA(16, 16, kernel_size=(3, 3, 3), queries=2)
+    x = torch.randn(2, 16, 3, 4, 5).contiguous(memory_format=torch.channels_last_3d).requires_grad_()
+    positions, parts, cq = 2 * 3 * 4 * 5, 4, 8
+    common = 4 * (positions * parts * cq + positions * parts + parts * cq * 16)
+    saved = {}
+    for mode in ("save", "recompute"):
+        m.memory = mode
+        saved[mode] = _saved_bytes(lambda: m(x), [x, *m.parameters()])
+    assert saved["recompute"] == common
+    assert saved["save"] == common + 4 * positions * (cq * 8 + 2 * 8)
+
+
+@pytest.mark.parametrize("window_conv", ["auto", "channels_last", "native", "batched"])
+def test_memory_modes_give_identical_results(window_conv):
+    # "recompute" re-runs the same convolutions in backward: bitwise the same numbers as "save"
+    torch.manual_seed(3)
+    m = RSA(16, 16, kernel_size=(3, 5, 5), queries=2, window_conv=window_conv)
+    x, weight = torch.randn(2, 16, 4, 9, 9), torch.randn(2, 16, 4, 9, 9)
+    results = []
+    for mode in ("save", "recompute"):
+        m.memory = mode
+        results.append(_grads(m, lambda mod, inp: mod(inp), x, weight))
+    (y0, g0), (y1, g1) = results
+    torch.testing.assert_close(y1, y0, rtol=0, atol=0)
+    for a, b in zip(g1, g0):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_observed_kernel_taps_keep_the_numbers():
+    # a hook on a tap switches to the plain autograd graph (a hook may replace what it sees); same numbers
+    m = RSA(8, 8, kernel_size=(3, 3, 3), queries=2).double()
+    x = torch.randn(2, 8, 3, 5, 5, dtype=torch.float64)
+    weight = torch.randn(2, 8, 3, 5, 5, dtype=torch.float64)
+    y0, g0 = _grads(m, lambda mod, inp: mod(inp), x, weight)
+    seen = []
+    m.tap_relational_kernel.register_forward_hook(lambda mod, inp, out: seen.append(out.shape))
+    y1, g1 = _grads(m, lambda mod, inp: mod(inp), x, weight)
+    assert seen == [(2, 2, 4, 3, 5, 5)]  # (B, L, D, T, H, W)
+    torch.testing.assert_close(y1, y0, rtol=0, atol=1e-12)
+    for a, b in zip(g1, g0):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("amp_dtype", [torch.bfloat16, torch.float16])
+def test_window_convs_and_aggregation_run_in_float32_under_autocast(amp_dtype):
+    # #18 finding 2: half-precision partial sums of the window convs' weight gradients lose accuracy (bf16)
+    # or overflow (fp16); every convolution and batched product of the aggregation, forward and backward,
+    # runs in float32 on every device (the same code path: no device-specific dtype choice).
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    watched = {torch.ops.aten.convolution.default, torch.ops.aten.convolution_backward.default,
+               torch.ops.aten.bmm.default}
+
+    class Record(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.dtypes = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in watched:  # (name, compute dtype, weight shape)
+                weight = args[2] if func is torch.ops.aten.convolution_backward.default else args[1]
+                self.dtypes.append((func.__name__.split(".")[0], args[0].dtype, tuple(weight.shape)))
+            return func(*args, **(kwargs or {}))
+
+    m = RSA(16, 16, kernel_size=(3, 3, 3), queries=2)
+    x = torch.randn(1, 16, 3, 10, 10, requires_grad=True)
+    with Record() as rec:
+        with torch.autocast("cpu", dtype=amp_dtype):
+            y = m(x)
+        y.float().sum().backward()
+    window = [d for d in rec.dtypes if d[0].startswith("convolution") and d[2][1:] == (1, 3, 3, 3)]
+    assert {d[0] for d in window} == {"convolution", "convolution_backward"}  # forward and backward seen
+    assert all(dtype == torch.float32 for _, dtype, _ in window), window
+    assert all(dtype == torch.float32 for name, dtype, _ in rec.dtypes if name == "bmm")
+    assert y.dtype == amp_dtype and m.H1.grad.dtype == torch.float32 and torch.isfinite(m.H1.grad).all()

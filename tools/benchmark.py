@@ -4,6 +4,7 @@
     python tools/benchmark.py layer --batch 1 --frames 8 --dtype fp32 bf16
     python tools/benchmark.py layer --stages res4 --impl ours paper_eq12 --repeats 10 --json out/layer.json
     python tools/benchmark.py model --batch 8 --frames 8 16 --dtype bf16 --channels-last off on --compile off on
+    python tools/benchmark.py memory --frames 8 --size 224 --json out/memory.json
 
 On a CPU shared with other jobs, multi-threaded wall times are dominated by OpenMP threads waiting for each
 other; `--threads 1` gives stable numbers there.
@@ -24,6 +25,10 @@ SUBCOMMANDS = {
     "layer": ("rsanet.benchmark.layer", "one RSA layer at the RSANet-R50 stage shapes (ours, paper_eq12, reference)"),
     "model": ("rsanet.benchmark.model",
               "training-step videos/s and peak memory of RSANet-R50 vs TSN-R50 (fp32/bf16, channels-last, compile)"),
+    "memory": ("rsanet.benchmark.memory",
+               "activation memory saved for backward per clip: RSANet-R50 (each memory mode) vs TSN-R50, per RSA layer"),
+    "profile": ("rsanet.benchmark.profile",
+                "where one RSA layer's fwd+bwd time goes: window convs, matmuls, norms, layout copies (torch.profiler)"),
     "data": ("rsanet.benchmark.data",
              "data pipeline clips/s per worker: decode, then decode + train transforms, 8 and 16 frames"),
 }

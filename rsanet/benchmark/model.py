@@ -10,17 +10,19 @@ transform a 2D conv (TSN-R50). Cases vary frames (8/16), dtype (fp32 / bf16 auto
 from __future__ import annotations
 
 import itertools
+import statistics
+import time
 from typing import Sequence
 
 import torch
 
 from rsanet.benchmark.common import (device_name, median_time, peak_memory_mb, resolve_device,
-                                     run_in_subprocess)
+                                     run_in_subprocess, synchronize)
 
 __all__ = ["MODELS", "OPTIONS", "run", "measure_case", "build_benchmark_model"]
 
 MODELS = {"rsanet": [], "tsn": ["model.transform.type=conv2d"]}  # name -> config overrides of the R50 default
-COLUMNS = ["model", "T", "B", "size", "dtype", "ch-last", "compile", "step ms", "videos/s", "peak MiB",
+COLUMNS = ["model", "memory", "T", "B", "size", "dtype", "ch-last", "compile", "step ms", "videos/s", "peak MiB",
            "x vs tsn"]
 
 # Options of the `model` subcommand (tools/benchmark.py turns them into argparse arguments).
@@ -35,33 +37,46 @@ OPTIONS = [
                             "help": "channels-last memory format for the 2D layers (off and/or on)"}),
     (("--compile",), {"nargs": "+", "default": ["off"], "choices": ["off", "on"],
                       "help": "torch.compile the model (off and/or on)"}),
+    (("--memory",), {"nargs": "+", "default": ["save"], "choices": ["save", "recompute"],
+                     "help": "model.transform.memory of the RSA layers (rsanet rows; save and/or recompute)"}),
+    (("--window-conv",), {"default": "auto", "choices": ["auto", "native", "channels_last"],
+                          "help": "model.transform.window_conv of the RSA layers"}),
+    (("--interleave",), {"action": "store_true",
+                          "help": "build all cases in one process and alternate their steps (ratios robust to "
+                                  "a varying load; no peak memory)"}),
     (("--arch",), {"default": "resnet50", "choices": ["resnet18", "resnet34", "resnet50", "resnet101"],
                    "help": "backbone (resnet50 for the paper's numbers; smaller for smoke runs)"}),
     (("--width",), {"type": int, "default": 64, "help": "stem width (64 = standard; smaller for smoke runs)"}),
 ]
 
 
-def build_benchmark_model(name: str, frames: int, arch: str = "resnet50", width: int = 64):
-    """The model a case trains: the default config with the named overrides, T = ``frames``."""
+def build_benchmark_model(name: str, frames: int, arch: str = "resnet50", width: int = 64,
+                          overrides: Sequence[str] = ()):
+    """The model a case trains: the default config with the named and the given overrides, T = ``frames``."""
     from rsanet.config import load_config
     from rsanet.models import build_model
 
-    overrides = MODELS[name] + [f"model.num_segments={frames}", f"model.arch={arch}", f"model.width={width}"]
+    overrides = MODELS[name] + [f"model.num_segments={frames}", f"model.arch={arch}", f"model.width={width}",
+                                *overrides]
     if arch in ("resnet18", "resnet34"):
         overrides.append("model.transform.positions=[[1],[1],[1],[1]]")  # two blocks per stage
     cfg = load_config(None, overrides, world_size=1)
     return build_model(cfg), cfg.model.num_classes
 
 
-def measure_case(case: dict) -> dict:
-    """Median step time and peak memory of one case dict (model, frames, batch, dtype, flags, device)."""
+def _build_step(case: dict):
+    """The training-step closure of one case dict (model, frames, batch, dtype, flags, device)."""
+    from rsanet.engine.runner import to_channels_last
+
     device = torch.device(case["device"])
     torch.manual_seed(0)
-    model, num_classes = build_benchmark_model(case["model"], case["T"], case["arch"], case["width"])
+    rsa_opts = [f"model.transform.memory={case['memory']}", f"model.transform.window_conv={case['window_conv']}"]
+    model, num_classes = build_benchmark_model(case["model"], case["T"], case["arch"], case["width"],
+                                               rsa_opts if case["model"] == "rsanet" else [])
     model = model.to(device)
     model.train()
     if case["channels_last"]:
-        model = model.to(memory_format=torch.channels_last)
+        to_channels_last(model)  # the trainer's own conversion (train.channels_last)
     step_model = torch.compile(model) if case["compile"] else model
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True, weight_decay=5e-4)
     b, s = case["batch"], case["size"]
@@ -77,43 +92,80 @@ def measure_case(case: dict) -> dict:
         loss.backward()
         opt.step()
 
+    return step
+
+
+def measure_case(case: dict) -> dict:
+    """Median step time and peak memory of one case dict (model, frames, batch, dtype, flags, device)."""
+    device = torch.device(case["device"])
+    step = _build_step(case)
     step()  # first call (compilation, allocator warm-up) is never timed or counted in memory
     seconds = median_time(step, case["repeats"], case["warmup"], device)
     peak = peak_memory_mb(step, device)
+    b = case["batch"]
     return {"step ms": seconds * 1e3, "videos/s": b / seconds, "peak MiB": peak}
 
 
-def _rows(models, frames, dtypes, channels_last, compiles):
-    return [dict(model=m, T=t, dtype=d, channels_last=cl == "on", compile=co == "on")
-            for t, m, d, cl, co in itertools.product(frames, models, dtypes, channels_last, compiles)]
+def measure_interleaved(cases: list[dict]) -> list[dict]:
+    """Median step times of several cases built in one process and timed in turn (case 1, 2, ..., 1, 2, ...),
+    so that a varying machine load hits every case alike. Peak memory is not measured here."""
+    device = torch.device(cases[0]["device"])
+    steps = [_build_step(case) for case in cases]
+    for step in steps:
+        for _ in range(1 + cases[0]["warmup"]):
+            step()
+    times = [[] for _ in steps]
+    for _ in range(cases[0]["repeats"]):
+        for step, spent in zip(steps, times):
+            synchronize(device)
+            start = time.perf_counter()
+            step()
+            synchronize(device)
+            spent.append(time.perf_counter() - start)
+    return [{"step ms": statistics.median(t) * 1e3, "videos/s": case["batch"] / statistics.median(t),
+             "peak MiB": None} for case, t in zip(cases, times)]
+
+
+def _rows(models, frames, dtypes, channels_last, compiles, memory):
+    specs = []
+    for t, m, d, cl, co in itertools.product(frames, models, dtypes, channels_last, compiles):
+        for mem in (memory if m == "rsanet" else ["-"]):  # the memory mode exists only in RSA layers
+            specs.append(dict(model=m, memory=mem, T=t, dtype=d, channels_last=cl == "on", compile=co == "on"))
+    return specs
 
 
 def run(batch: int = 8, frames: Sequence[int] = (8, 16), size: int = 224, models: Sequence[str] = tuple(MODELS),
         dtype: Sequence[str] = ("fp32", "bf16"), channels_last: Sequence[str] = ("off",),
         compile: Sequence[str] = ("off",), arch: str = "resnet50", width: int = 64, device: str = "auto",
-        repeats: int = 5, warmup: int = 2, isolate: bool = True, progress=None) -> dict:
+        repeats: int = 5, warmup: int = 2, isolate: bool = True, memory: Sequence[str] = ("save",),
+        window_conv: str = "auto", interleave: bool = False, progress=None) -> dict:
     """Measure every combination; returns {"title", "columns", "rows", "meta"} for the table printer.
 
-    On CPU each case runs in a fresh subprocess (``isolate``) so that peak-RSS growth is per case.
+    On CPU each case runs in a fresh subprocess (``isolate``) so that peak-RSS growth is per case. With
+    ``interleave`` all cases are built in this process and their steps alternate (robust ratios on a
+    loaded machine; no peak memory).
     """
     dev = resolve_device(device)
+    specs = _rows(models, frames, dtype, channels_last, compile, memory)
+    cases = [{**spec, "batch": batch, "size": size, "arch": arch, "width": width, "device": str(dev),
+              "repeats": repeats, "warmup": warmup, "window_conv": window_conv} for spec in specs]
+    if interleave:
+        results = measure_interleaved(cases)
+    else:
+        results = [run_in_subprocess("rsanet.benchmark.model:measure_case", case)
+                   if dev.type == "cpu" and isolate else measure_case(case) for case in cases]
     rows = []
-    for spec in _rows(models, frames, dtype, channels_last, compile):
-        case = {**spec, "batch": batch, "size": size, "arch": arch, "width": width, "device": str(dev),
-                "repeats": repeats, "warmup": warmup}
-        if dev.type == "cpu" and isolate:
-            result = run_in_subprocess("rsanet.benchmark.model:measure_case", case)
-        else:
-            result = measure_case(case)
-        row = {"model": spec["model"], "T": spec["T"], "B": batch, "size": size, "dtype": spec["dtype"],
-               "ch-last": "on" if spec["channels_last"] else "off", "compile": "on" if spec["compile"] else "off",
-               **result}
+    for spec, result in zip(specs, results):
+        row = {"model": spec["model"], "memory": spec["memory"], "T": spec["T"], "B": batch, "size": size,
+               "dtype": spec["dtype"], "ch-last": "on" if spec["channels_last"] else "off",
+               "compile": "on" if spec["compile"] else "off", **result}
         rows.append(row)
         if progress:
             progress(row)
     _add_ratios(rows)
+    how = "steps of all cases alternated in one process" if interleave else "one case after another"
     title = (f"Training step (fwd+bwd+SGD) of {arch} (width {width}) on {device_name(dev)}, "
-             f"median of {repeats} after {warmup} warm-up; videos/s = B / step time")
+             f"median of {repeats} after {warmup} warm-up ({how}); videos/s = B / step time")
     meta = {"device": str(dev), "device_name": device_name(dev), "torch": torch.__version__, "arch": arch,
             "width": width, "batch": batch, "size": size, "repeats": repeats, "warmup": warmup}
     return {"title": title, "columns": COLUMNS, "rows": rows, "meta": meta}

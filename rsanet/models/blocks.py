@@ -3,7 +3,8 @@ spatio-temporal transform.
 
 All 2D layers run on frames, with time folded into the batch: ``(B*T, C, H, W)``. The block's spatial conv
 ``conv2`` is either torchvision's 3x3 ``nn.Conv2d`` or a transform from :mod:`rsanet.ops` that sees the clip
-as ``(B, C, T, H, W)``; :func:`unfold_time` and :func:`fold_time` convert between the two layouts around it.
+as ``(B, C, T, H, W)``; :func:`unfold_time` and :func:`fold_time` convert between the two layouts around it
+as views, so the frames' memory format (standard or channels-last) flows through unchanged.
 Module names follow torchvision (``conv1``, ``bn1``, ``conv2``, ..., ``downsample.0``) so that torchvision
 state dicts load one to one.
 """
@@ -13,22 +14,33 @@ from typing import Optional
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 def unfold_time(x: torch.Tensor, t: int) -> torch.Tensor:
-    """``(B*T, C, H, W)`` frames -> ``(B, C, T, H, W)`` clips."""
+    """``(B*T, C, H, W)`` frames -> ``(B, C, T, H, W)`` clips, a view (no copy).
+
+    Channels-last frames give a channels-last-3D clip; standard frames give a clip whose frames are
+    channel-first blocks (each transform reads that without a copy or makes the copy it needs).
+    """
     bt, c, h, w = x.shape
     if bt % t:
         raise ValueError(f"a batch of {bt} frames does not split into clips of {t} frames")
     # (B*T, C, H, W) -> (B, T, C, H, W) -> (B, C, T, H, W)
-    return x.reshape(bt // t, t, c, h, w).transpose(1, 2).contiguous()
+    return x.reshape(bt // t, t, c, h, w).transpose(1, 2)
 
 
 def fold_time(x: torch.Tensor) -> torch.Tensor:
-    """``(B, C, T, H, W)`` clips -> ``(B*T, C, H, W)`` frames."""
+    """``(B, C, T, H, W)`` clips -> ``(B*T, C, H, W)`` frames (a view for channels-last-3D or frame-major clips)."""
     b, c, t, h, w = x.shape
     # (B, C, T, H, W) -> (B, T, C, H, W) -> (B*T, C, H, W)
     return x.transpose(1, 2).reshape(b * t, c, h, w)
+
+
+def frame_memory_format(x: torch.Tensor) -> torch.memory_format:
+    """The memory format a ``(B*T, C, H, W)`` tensor flows in: channels-last or the standard layout."""
+    cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return torch.channels_last if cl else torch.contiguous_format
 
 
 class StochasticDepth(nn.Module):
@@ -67,13 +79,25 @@ class _Block(nn.Module):
 
     def _finish_init(self, temporal: bool, survival: float) -> None:
         self.temporal = temporal  # True when conv2 is an rsanet.ops transform working on (B, C, T, H, W)
+        self.checkpoint_transform = False  # recompute conv2 (a transform) in backward; set by the model
         self.drop_path = StochasticDepth(survival)
 
     def spatial(self, x: torch.Tensor, t: int) -> torch.Tensor:
-        """Apply ``conv2`` to frames ``(B*T, C, H, W)``, unfolding time around a transform."""
+        """Apply ``conv2`` to frames ``(B*T, C, H, W)``, unfolding time around a transform.
+
+        The result keeps the memory format of ``x`` (one layout flows through the network; RSA returns
+        channels-last clips, which stay views in a channels-last network and are copied once otherwise).
+        With ``checkpoint_transform`` (``model.checkpoint_rsa``) only the transform is recomputed in backward:
+        no BatchNorm runs twice, so running statistics and SyncBatchNorm collectives are not repeated.
+        """
         if not self.temporal:
             return self.conv2(x)
-        return fold_time(self.conv2(unfold_time(x, t)))
+        clip = unfold_time(x, t)
+        if self.checkpoint_transform and self.training and torch.is_grad_enabled():
+            out = checkpoint(self.conv2, clip, use_reentrant=False)
+        else:
+            out = self.conv2(clip)
+        return fold_time(out).contiguous(memory_format=frame_memory_format(x))
 
     def branch(self, x: torch.Tensor, t: int) -> torch.Tensor:
         raise NotImplementedError

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from rsanet.config import ModelConfig, TransformConfig
 from rsanet.models.blocks import BasicBlock, Bottleneck
@@ -33,18 +32,21 @@ def survival_probabilities(num_blocks: int, stochastic_depth: float) -> list[flo
 
 
 class Stage(nn.Sequential):
-    """One ResNet stage (``layer1`` .. ``layer4``). Passes the clip length to each block."""
+    """One ResNet stage (``layer1`` .. ``layer4``). Passes the clip length to each block.
+
+    ``checkpoint_rsa`` recomputes only the transforms (each block's ``conv2`` when it is one) in backward,
+    never a whole block: BatchNorm statistics are updated once per step, as without checkpointing.
+    """
 
     def __init__(self, *blocks: nn.Module, checkpoint_rsa: bool = False) -> None:
         super().__init__(*blocks)
         self.checkpoint_rsa = checkpoint_rsa
+        for block in blocks:
+            block.checkpoint_transform = checkpoint_rsa and block.temporal
 
     def forward(self, x: torch.Tensor, t: int) -> torch.Tensor:  # type: ignore[override]
         for block in self:
-            if self.checkpoint_rsa and block.temporal and self.training and torch.is_grad_enabled():
-                x = checkpoint(block, x, t, use_reentrant=False)
-            else:
-                x = block(x, t)
+            x = block(x, t)
         return x
 
 
@@ -86,8 +88,12 @@ class TSNResNet(nn.Module):
         if x.dim() != 5 or x.shape[1] != 3:
             raise ValueError(f"expected a clip batch of shape (B, 3, T, H, W), got {tuple(x.shape)}")
         b, c, t, h, w = x.shape
-        # (B, C, T, H, W) -> (B, T, C, H, W) -> (B*T, C, H, W)
-        x = x.transpose(1, 2).reshape(b * t, c, h, w)
+        if self.conv1.weight.is_contiguous(memory_format=torch.channels_last):  # a channels-last network
+            # (B, C, T, H, W) -> (B, T, H, W, C) -> (B*T, H, W, C) -> (B*T, C, H, W) channels-last: one copy
+            x = x.permute(0, 2, 3, 4, 1).reshape(b * t, h, w, c).permute(0, 3, 1, 2)
+        else:
+            # (B, C, T, H, W) -> (B, T, C, H, W) -> (B*T, C, H, W)
+            x = x.transpose(1, 2).reshape(b * t, c, h, w)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
             x = stage(x, t)

@@ -21,7 +21,8 @@ def build_transform(tcfg: TransformConfig, in_channels: int, out_channels: int, 
     if kind == "rsa":
         return RSA(in_channels, out_channels, kernel_size=ks, queries=tcfg.queries,
                    latent_dim=tcfg.latent_dim or None, groups=tcfg.groups or None, kernel=tuple(tcfg.kernel),
-                   context=tuple(tcfg.context), norm=tcfg.norm, stride=stride, l2_eps=tcfg.l2_eps)
+                   context=tuple(tcfg.context), norm=tcfg.norm, stride=stride, l2_eps=tcfg.l2_eps, memory=tcfg.memory,
+                   window_conv=tcfg.window_conv)
     if kind == "conv2d":
         return Conv2dTransform(in_channels, out_channels, kernel_size=(3, 3), stride=stride)
     if kind == "conv3d":

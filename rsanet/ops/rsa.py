@@ -13,7 +13,9 @@ X^R = V V^T G (Eq. 7). :func:`rsanet.ops.rsa_reference` evaluates exactly this, 
 
     y_l = q_l (P1^T + K (*) r(H1)) (H2^T V) (I + V^T G),
 
-where every window sum is a depthwise-style conv3d, so nothing of size B*N*M*C is ever formed.
+where every window sum is a depthwise-style conv3d, so nothing of size B*N*M*C is ever formed. The
+aggregation runs as one autograd function with a hand-written backward (:mod:`rsanet.ops.rsa_core`), which
+keeps only the normalized q, k, v and, in the default memory mode, the outputs of the two window convs.
 """
 from __future__ import annotations
 
@@ -22,9 +24,10 @@ from typing import Iterable, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from rsanet.ops.channelwise_conv import channelwise_window_conv
+from rsanet.ops.channelwise_conv import STRATEGIES, resolve_strategy
+from rsanet.ops.rsa_core import MEMORY_MODES, rsa_core
+from rsanet.ops.rsa_qkv import project, split_normalized
 from rsanet.ops.window import check_kernel_size, spatial_downsample
 
 __all__ = ["RSA", "parse_terms"]
@@ -56,19 +59,6 @@ def _accumulation_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.promote_types(t.dtype, torch.float32)
 
 
-class _DenseGrad(torch.autograd.Function):
-    """Identity whose backward packs the incoming gradient densely (row-major), so that the batched matmuls
-    behind it take their fast path whatever memory format the caller's gradient has."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        return grad.contiguous()
-
-
 class RSA(nn.Module):
     """Relational self-attention layer (Eqs. 5-12), (B, C_in, T, H, W) -> (B, C_out, T, H/s, W/s).
 
@@ -85,6 +75,11 @@ class RSA(nn.Module):
         l2_eps: the L2 norm divides by max(|x|, 1e-12) when 0 (default), by sqrt(|x|^2 + l2_eps) when > 0
             (the authors' code: 1e-6; needed to reproduce their released models exactly).
         stride: spatial stride; the output is averaged over stride x stride cells after the transform.
+        memory: what backward keeps (no effect on the numbers): "save" keeps the normalized q, k, v and the
+            outputs of the two window convs; "recompute" keeps q, k, v only and re-runs the window convs in
+            backward (less memory, more time; see :mod:`rsanet.ops.rsa_core` and README "Performance").
+        window_conv: strategy of the window convolutions, see :mod:`rsanet.ops.channelwise_conv` (no effect
+            on the numbers).
 
     Parameters (the paper's parameterization; nothing else is learnable except BatchNorm affines when
     norm="batchnorm"): ``query``/``key``/``value`` 1x1x1 convs without bias (C_in -> L*C_Q, C_Q, C_Q; no
@@ -107,7 +102,7 @@ class RSA(nn.Module):
                  queries: int = 8, latent_dim: int | None = None, groups: int | None = None,
                  kernel: str | Iterable[str] = ("basic", "relational"),
                  context: str | Iterable[str] = ("basic", "relational"), norm: str = "l2", stride: int = 1,
-                 l2_eps: float = 0.0):
+                 l2_eps: float = 0.0, memory: str = "save", window_conv: str = "auto"):
         super().__init__()
         self.in_channels = _positive_int(in_channels, "in_channels")
         self.out_channels = _positive_int(out_channels, "out_channels")
@@ -124,6 +119,11 @@ class RSA(nn.Module):
             raise ValueError(f"l2_eps must be >= 0, got {l2_eps!r}")
         self.l2_eps = float(l2_eps)
         self.stride = _positive_int(stride, "stride")
+        if memory not in MEMORY_MODES:
+            raise ValueError(f"memory must be one of {list(MEMORY_MODES)}, got {memory!r}")
+        if window_conv not in STRATEGIES:
+            raise ValueError(f"window_conv must be one of {list(STRATEGIES)}, got {window_conv!r}")
+        self.memory, self.window_conv = memory, window_conv
         cq = out_channels // queries
         self.head_dim = cq
         self.latent_dim = cq if latent_dim in (None, 0) else _positive_int(latent_dim, "latent_dim")
@@ -206,8 +206,8 @@ class RSA(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, queries={self.queries}, "
                 f"latent_dim={self.latent_dim}, groups={self.groups}, kernel={self.kernel_terms}, "
-                f"context={self.context_terms}, norm={self.norm!r}, stride={self.stride}"
-                + (f", l2_eps={self.l2_eps:g}" if self.l2_eps else ""))
+                f"context={self.context_terms}, norm={self.norm!r}, stride={self.stride}, memory={self.memory!r}, "
+                f"window_conv={self.window_conv!r}" + (f", l2_eps={self.l2_eps:g}" if self.l2_eps else ""))
 
     # ----------------------------------------------------------------------------------------------
     # Helpers shared with the paper transcription and the visualisation
@@ -228,114 +228,56 @@ class RSA(nn.Module):
 
     # ----------------------------------------------------------------------------------------------
     # Efficient forward (Eq. 12). Activations are kept position-major, (B, N, ...), so that every
-    # per-position product is one batched matmul over B*N small contiguous matrices.
+    # per-position product is one batched matmul over B*N small matrices and the window convs read them as
+    # channels-last clips without a copy; the aggregation is :func:`rsanet.ops.rsa_core.rsa_core`.
     # ----------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, T, H, W) -> (B, C_out, T, H/s, W/s); the result is in channels-last memory format."""
         if x.dim() != 5 or x.shape[1] != self.in_channels:
             raise ValueError(f"RSA expects (B, {self.in_channels}, T, H, W), got {tuple(x.shape)}")
         b, _, t, h, w = x.shape
-        q, k, v = self._project(x)  # (B, N, L, C_Q), (B, N, C_Q) or None, (B, N, C_Q)
-        out_dtype = q.dtype if not torch.is_autocast_enabled(x.device.type) else \
-            torch.get_autocast_dtype(x.device.type)
-        acc = _accumulation_dtype(q)
-        u = self._latent_kernel(q, k, (t, h, w), acc)  # (B, N, L, D)
-        y = self._aggregate(u, v, (t, h, w), acc)  # (B, N, L, C_Q)
-        if torch.is_grad_enabled() and y.requires_grad:
-            y = _DenseGrad.apply(y)
+        device_type = x.device.type
+        out_dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else x.dtype
+        q, v, k = self._project(x)  # (B, N, L, C_Q) and clips (B, C_Q, T, H, W), normalized, >= float32
+        factors = [None if p is None else p.to(q.dtype) for p in (self.P1, self.H1, self.H2, self.G, self.I)]
+        observed = any(tap._forward_hooks or tap._forward_pre_hooks
+                       for tap in (self.tap_basic_kernel, self.tap_relational_kernel))
+        taps = (self.tap_basic_kernel, self.tap_relational_kernel) if observed else None
+        with torch.autocast(device_type, enabled=False):
+            y = rsa_core(q, k, v, *factors, self.kernel_size, self.window_conv, self.memory, taps)
         # (B, N, L, C_Q) -> (B, T, H, W, C_out) -> (B, C_out, T, H, W): a channels-last view, no copy
         y = y.reshape(b, t, h, w, -1).permute(0, 4, 1, 2, 3).to(out_dtype)
         return spatial_downsample(y, self.stride)
 
     def _project(self, x: torch.Tensor):
-        """Normalized q (B, N, L, C_Q), k (B, N, C_Q) (None without a relational kernel), v (B, N, C_Q).
-
-        The 1x1x1 projections run as one matmul of the stacked weights; L2 norms in at least float32.
-        """
-        b, c_in = x.shape[:2]
-        L, cq = self.queries, self.head_dim
+        """Normalized q (B, N, L, C_Q) and value / key clips (B, C_Q, T, H, W) (key None without a relational
+        kernel), each in the layout its window conv reads (:mod:`rsanet.ops.rsa_qkv`), in >= float32."""
+        b, _, t, h, w = x.shape
         convs = [self.query, self.value] + ([self.key] if self.key is not None else [])
         weight = torch.cat([conv.weight for conv in convs], dim=0).flatten(1)  # (C_qvk, C_in, 1, 1, 1) -> (C_qvk, C_in)
-        # (B, C_in, T, H, W) -> (B, C_in, N) -> (B, N, C_in); @ (C_in, C_qvk) -> (B, N, C_qvk)
-        qvk = torch.matmul(x.reshape(b, c_in, -1).transpose(1, 2), weight.t())
-        n = qvk.shape[1]
+        x5 = project(x, weight, self.head_dim)  # (B, S1, S2, L + 1 [+ 1], C_Q)
         if self.norm == "batchnorm":
-            # BatchNorm3d on channel-first views: (B, N, C) -> (B, C, N, 1, 1) -> back to (B, N, C)
-            bns = [self.norm_q, self.norm_v] + ([self.norm_k] if self.key is not None else [])
-            parts = torch.split(qvk, [L * cq] + [cq] * (len(bns) - 1), dim=2)
-            qvk = torch.cat([bn(p.transpose(1, 2)[..., None, None])[..., 0, 0].transpose(1, 2)
-                             for bn, p in zip(bns, parts)], dim=2)
-        q = qvk[:, :, :L * cq].reshape(b, n, L, cq)  # (B, N, L*C_Q) -> (B, N, L, C_Q)
-        v = qvk[:, :, L * cq:(L + 1) * cq]  # (B, N, C_Q)
-        k = qvk[:, :, (L + 1) * cq:] if self.key is not None else None  # (B, N, C_Q)
-        if self.norm == "l2":
-            acc = _accumulation_dtype(q)
-            q, v = self._l2(q.to(acc)), self._l2(v.to(acc))
-            k = self._l2(k.to(acc)) if k is not None else None
-        return q, k, v
+            x5 = self._batchnorm(x5)
+        layouts = [_layout_for(resolve_strategy(self.window_conv, x, shared=True))]
+        if self.key is not None:
+            layouts.append(_layout_for(resolve_strategy(self.window_conv, x, shared=False)))
+        q, *clips = split_normalized(x5, self.queries, layouts, _accumulation_dtype(x5), self.norm == "l2",
+                                     self.l2_eps)
+        clips = [c.reshape(b, t, h, w, -1).permute(0, 4, 1, 2, 3) if lay == "positions" else
+                 c.reshape(b, -1, t, h, w) for c, lay in zip(clips, layouts)]  # (B, C_Q, T, H, W)
+        return q, clips[0], (clips[1] if self.key is not None else None)
 
-    def _l2(self, z: torch.Tensor) -> torch.Tensor:
-        """L2 norm over the last (channel) dim: z / max(|z|, 1e-12), or z / sqrt(|z|^2 + l2_eps) when l2_eps > 0."""
-        if self.l2_eps > 0:
-            return z * torch.rsqrt(z.square().sum(dim=-1, keepdim=True) + self.l2_eps)
-        return F.normalize(z, dim=-1)
+    def _batchnorm(self, x5: torch.Tensor) -> torch.Tensor:
+        """BatchNorm3d of q, v [, k] on channel-first views: (B, S1, S2, parts, C_Q) -> same shape."""
+        L, cq = self.queries, self.head_dim
+        flat = x5.flatten(3)  # (B, S1, S2, C_qvk)
+        bns = [self.norm_q, self.norm_v] + ([self.norm_k] if self.key is not None else [])
+        pieces = torch.split(flat, [L * cq] + [cq] * (len(bns) - 1), dim=3)
+        # (B, S1, S2, C) -> (B, C, S1, S2, 1) -> BatchNorm3d -> back to (B, S1, S2, C)
+        out = [bn(p.permute(0, 3, 1, 2)[..., None])[..., 0].permute(0, 2, 3, 1) for bn, p in zip(bns, pieces)]
+        return torch.cat(out, dim=3).unflatten(3, x5.shape[3:])
 
-    def _window_conv(self, z: torch.Tensor, filters: torch.Tensor, thw) -> torch.Tensor:
-        """Channel-wise window conv of position-major z (B, N, C_Q) with (C_Q*F, 1, t, h, w) filters:
-        (B, N, C_Q, F)."""
-        b, n, cq = z.shape
-        z = z.reshape(b, *thw, cq).permute(0, 4, 1, 2, 3)  # (B, N, C_Q) -> (B, C_Q, T, H, W), channels-last view
-        out = channelwise_window_conv(z, filters)  # (B, C_Q*F, T, H, W)
-        # (B, C_Q*F, T, H, W) -> (B, T, H, W, C_Q*F) -> (B, N, C_Q, F), densely packed for the batched matmuls
-        # (no copy when out is channels-last)
-        return out.permute(0, 2, 3, 4, 1).reshape(b, n, cq, -1).contiguous()
 
-    def _latent_kernel(self, q: torch.Tensor, k: torch.Tensor | None, thw, acc: torch.dtype) -> torch.Tensor:
-        """u = q (P1^T + K (*) r(H1)) (Eqs. 10, 12): (B, N, L, D), passed through the two kernel taps."""
-        b, n, L, cq = q.shape
-        d = self.latent_dim
-        u = None
-        if self.H1 is not None:
-            # A = K (*) r(H1) (Eq. 10): key channel c convolved with its D filters H1[:, c, :]
-            # (M, C_Q, D) -> (C_Q, D, M) -> (C_Q*D, 1, t, h, w)
-            filters = self.channel_h1().permute(1, 2, 0).reshape(cq * d, 1, *self.kernel_size)
-            a = self._window_conv(k, filters, thw)  # (B, N, C_Q, D)
-            with torch.autocast(q.device.type, enabled=False):
-                u_r = torch.matmul(q.to(acc), a.to(acc))  # (B, N, L, C_Q) @ (B, N, C_Q, D) -> (B, N, L, D)
-            u = self._tap(self.tap_relational_kernel, u_r, thw)
-        if self.P1 is not None:
-            with torch.autocast(q.device.type, enabled=False):
-                u_v = torch.matmul(q.to(acc), self.P1.t().to(acc))  # (B, N, L, C_Q) @ (C_Q, D) -> (B, N, L, D)
-            u_v = self._tap(self.tap_basic_kernel, u_v, thw)
-            u = u_v if u is None else u + u_v
-        return u
-
-    @staticmethod
-    def _tap(tap: nn.Module, u: torch.Tensor, thw) -> torch.Tensor:
-        """Show a latent kernel (B, N, L, D) to ``tap`` as (B, L, D, T, H, W); returns it position-major."""
-        b, n, L, d = u.shape
-        shown = tap(u.reshape(b, *thw, L, d).permute(0, 4, 5, 1, 2, 3))  # (B, T, H, W, L, D) -> (B, L, D, T, H, W)
-        return shown.permute(0, 3, 4, 5, 1, 2).reshape(b, n, L, d)  # (B, L, D, T, H, W) -> (B, N, L, D)
-
-    def _aggregate(self, u: torch.Tensor, v: torch.Tensor, thw, acc: torch.dtype) -> torch.Tensor:
-        """y = u (H2^T V)(context factor), query side first: (B, N, L, C_Q).
-
-        ONE channel-wise conv of the value with the stacked filters [H2 | G] gives Bv = H2^T V (D filters) and,
-        for a relational context, E = V^T G (C_Q filters). Basic context: y = u Bv^T; relational:
-        (u Bv^T) E; both: (u Bv^T)(I + E).
-        """
-        d = self.latent_dim
-        filters = self.H2 if self.G is None else torch.cat([self.H2, self.G], dim=1)  # (M, D [+ C_Q])
-        cq = v.shape[-1]
-        # the same filters for every value channel: (M, F) -> (F, 1, t, h, w) -> (C_Q*F, 1, t, h, w)
-        filters = filters.t().reshape(1, -1, 1, *self.kernel_size).expand(cq, -1, -1, -1, -1, -1).flatten(0, 1)
-        vf = self._window_conv(v, filters, thw)  # (B, N, C_Q, F): vf[..., c', f] = sum_m V[m, c'] filters[m, f]
-        with torch.autocast(u.device.type, enabled=False):
-            # (B, N, C_Q, D [+ C_Q]) -> Bv (B, N, C_Q, D) and E (B, N, C_Q, C_Q), e[.., c', c] = sum_m V[m, c'] G[m, c].
-            # Contiguous copies: batched matmul on CPU needs densely packed matrices for its fast path.
-            bv, *e = vf.to(acc).split([d] + ([cq] if self.G is not None else []), dim=-1)
-            w = torch.matmul(u, bv.contiguous().transpose(-1, -2))  # (B, N, L, D) @ (B, N, D, C_Q) -> (B, N, L, C_Q)
-            if self.G is None:
-                return w
-            e = e[0] + self.I.to(acc) if self.I is not None else e[0].contiguous()  # I + V^T G, or V^T G
-            return torch.matmul(w, e)  # (B, N, L, C_Q) @ (B, N, C_Q, C_Q) -> (B, N, L, C_Q)
+def _layout_for(strategy: str) -> str:
+    """The clip layout a window-conv strategy reads without a copy."""
+    return "positions" if strategy == "channels_last" else "channels"

@@ -13,8 +13,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["check_kernel_size", "window_pad", "window_conv3d", "unfold_window", "window_valid_mask",
-           "spatial_downsample"]
+__all__ = ["check_kernel_size", "window_pads", "window_pad", "window_conv3d", "unfold_window",
+           "window_valid_mask", "spatial_downsample"]
 
 
 def check_kernel_size(kernel_size: int | Sequence[int], name: str = "kernel_size",
@@ -35,7 +35,7 @@ def check_kernel_size(kernel_size: int | Sequence[int], name: str = "kernel_size
     return sizes  # type: ignore[return-value]
 
 
-def _pads(kernel_size: Sequence[int]) -> tuple[int, ...]:
+def window_pads(kernel_size: Sequence[int]) -> tuple[int, ...]:
     """F.pad amounts (w_before, w_after, h_before, h_after, t_before, t_after) of the window convention."""
     t, h, w = kernel_size
     return (w // 2, (w - 1) // 2, h // 2, (h - 1) // 2, t // 2, (t - 1) // 2)
@@ -43,7 +43,7 @@ def _pads(kernel_size: Sequence[int]) -> tuple[int, ...]:
 
 def window_pad(x: torch.Tensor, kernel_size: Sequence[int]) -> torch.Tensor:
     """Zero-pad (B, C, T, H, W) so that every window of ``kernel_size`` fits: (B, C, T+t-1, H+h-1, W+w-1)."""
-    return F.pad(x, _pads(kernel_size))
+    return F.pad(x, window_pads(kernel_size))
 
 
 def window_conv3d(x: torch.Tensor, weight: torch.Tensor, groups: int = 1,
@@ -83,7 +83,15 @@ def window_valid_mask(shape: Sequence[int], kernel_size: Sequence[int], device=N
 
 
 def spatial_downsample(x: torch.Tensor, stride: int) -> torch.Tensor:
-    """Average over stride x stride spatial cells after a transform: (B, C, T, H, W) -> (B, C, T, H/s, W/s)."""
+    """Average over stride x stride spatial cells after a transform: (B, C, T, H, W) -> (B, C, T, H/s, W/s).
+
+    A channels-last clip stays channels-last: it is pooled as its (B*T, C, H, W) frames, a view.
+    """
     if stride == 1:
         return x
+    b, c, t, h, w = x.shape
+    if x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous():
+        # (B, C, T, H, W) -> (B, T, C, H, W) -> (B*T, C, H, W) channels-last frames -> pool -> back
+        frames = F.avg_pool2d(x.transpose(1, 2).reshape(b * t, c, h, w), stride, stride)
+        return frames.reshape(b, t, c, *frames.shape[2:]).transpose(1, 2)
     return F.avg_pool3d(x, kernel_size=(1, stride, stride), stride=(1, stride, stride))

@@ -283,6 +283,24 @@ def test_rsa_l2_eps_is_the_authors_norm_and_the_reference_follows_it():
         assert (layer(x) - fast).abs().max() > 1e-2 * fast.abs().max()
 
 
+@pytest.mark.parametrize("memory", ["save", "recompute"])
+def test_rsa_l2_eps_gradients_equal_the_reference(memory):
+    """The fast layer's hand-written backward of the eps norm gives the reference's gradients (autograd
+    through the literal Eq. 11 formulation), for the input and every parameter, in both memory modes."""
+    from rsanet.ops import RSA, rsa_reference
+
+    torch.manual_seed(1)
+    x = (torch.randn(1, 8, 3, 4, 5, dtype=torch.float64) * 1e-3).requires_grad_()
+    layer = RSA(8, 8, kernel_size=(3, 3, 3), queries=2, l2_eps=1e-6, memory=memory).double()
+    w = torch.randn(1, 8, 3, 4, 5, dtype=torch.float64)
+    grads = []
+    for fn in (layer, lambda z: rsa_reference(layer, z)):
+        params = [x] + list(layer.parameters())
+        grads.append(torch.autograd.grad((fn(x) * w).sum(), params))
+    for fast, ref in zip(*grads):
+        torch.testing.assert_close(fast, ref, rtol=1e-9, atol=1e-12)
+
+
 def test_our_checkpoint_of_another_config_names_the_keys(tmp_path):
     """A checkpoint of ours that does not fit the config: the error lists the stored config's differing keys."""
     cfg = tiny("model.transform.kernel_size=[1,3,3]", "model.num_classes=7")

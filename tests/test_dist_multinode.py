@@ -193,7 +193,7 @@ def test_two_processes_with_accumulation_equal_one_process_with_the_same_batch(t
 
     monkeypatch.setattr(runner, "_build_datasets", lambda cfg, splits: {s: TinyData() for s in splits})
     monkeypatch.setattr(runner, "prepare_model", lambda cfg, ctx, train: LinearModel().to(ctx.device))
-    cfg = load_config(tmp_path / "tiny1.yaml", ["train.batch_size=4"], world_size=1)
+    cfg = load_config(tmp_path / "tiny1.yaml", ["train.batch_size=4"])
     run_training(cfg, tmp_path / "one")
     one = torch.load(tmp_path / "one" / "last.pth", weights_only=True)
     assert one["global_step"] == 2 and one["config"]["train"]["total_batch"] == two["config"]["train"]["total_batch"]

@@ -60,7 +60,7 @@ def test_two_process_train_and_test_equal_one_process(tmp_path):
     r = torchrun(ROOT / "tools" / "test.py", "--config", cfg_path, "--checkpoint", w / "last.pth",
                  "--work-dir", w / "two")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    one = run_test(load_config(cfg_path, world_size=1), w / "last.pth", w / "one")
+    one = run_test(load_config(cfg_path), w / "last.pth", w / "one")
     m1 = json.loads((w / "one" / "test_metrics.json").read_text())
     m2 = json.loads((w / "two" / "test_metrics.json").read_text())
     for key in ("top1", "top5", "mean_class_accuracy", "num_videos", "views"):
@@ -73,7 +73,7 @@ def test_two_process_train_and_test_equal_one_process(tmp_path):
 
     # The validation run inside the 2-process training (same split and views) agrees too.
     val = [json.loads(x) for x in (w / "metrics.jsonl").read_text().splitlines() if '"val"' in x][-1]
-    one_val = run_test(load_config(cfg_path, ["test.split=val"], world_size=1), w / "last.pth", w / "one_val")
+    one_val = run_test(load_config(cfg_path, ["test.split=val"]), w / "last.pth", w / "one_val")
     assert val["top1"] == one_val["top1"] and val["top5"] == one_val["top5"]
 
 

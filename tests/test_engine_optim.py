@@ -101,7 +101,7 @@ def test_warmup_then_cosine_hand_values():
 
 def test_lr_scales_linearly_with_total_batch_and_min_lr():
     cfg = load_config(None, ["train.epochs=4", "train.warmup_epochs=0", "train.batch_size=8",
-                             "train.lr=0.02", "train.min_lr=0.0001", "train.lr_schedule=step"], world_size=1)
+                             "train.lr=0.02", "train.min_lr=0.0001", "train.lr_schedule=step"])
     assert cfg.train.total_batch == 8 and cfg.train.scaled_lr == pytest.approx(0.0025)  # 0.02 * 8 / 64
     lrs = lrs_over(cfg, steps_per_epoch=2)
     assert lrs[0] == pytest.approx(0.0025)
@@ -172,11 +172,11 @@ def test_epoch_schedule_state_round_trips_through_a_weights_only_checkpoint(tmp_
 
 
 def test_epoch_schedule_follows_the_real_batch_and_min_lr():
-    cfg = load_config(None, ["train.epochs=10", "train.warmup_epochs=2", "train.batch_size=8"], world_size=1)
+    cfg = load_config(None, ["train.epochs=10", "train.warmup_epochs=2", "train.batch_size=8"])
     lrs = lrs_over(cfg, steps_per_epoch=2)  # total batch 8: lr 0.0025
     assert lrs[0] == pytest.approx(0.0025 * (1e-3 * 0.5 + 0.5)) and lrs[2] == pytest.approx(0.0025)
     assert lrs[-1] == pytest.approx(0.0025 * 1e-3)
-    absolute = load_config(None, ["train.epochs=10", "train.warmup_epochs=2", "train.min_lr=0.0001"], world_size=1)
+    absolute = load_config(None, ["train.epochs=10", "train.warmup_epochs=2", "train.min_lr=0.0001"])
     assert lrs_over(absolute, steps_per_epoch=2)[-1] == pytest.approx(0.0001)  # min_lr replaces min_lr_ratio
 
 

@@ -23,7 +23,7 @@ from rsanet.dist import DistContext
 from rsanet.engine.evaluate import evaluate
 from rsanet.engine.optim import build_criterion, build_optimizer, build_scheduler
 from rsanet.engine.train import TrainParts, TrainState, train_one_epoch
-from rsanet.logging import RunLogger
+from rsanet.runlog import RunLogger
 
 READS = {"item", "__bool__", "__float__", "__int__", "__index__", "tolist", "numpy", "cpu", "__format__",
          "__repr__", "nonzero", "__array__"}
@@ -96,7 +96,7 @@ def batches(n, batch_size, seed=0):
 
 def make_parts(tmp_path, steps, *opts, criterion=None):
     cfg = load_config(None, ["model.num_classes=3", "train.warmup_epochs=0", "train.epochs=1",
-                             "runtime.progress=false", "runtime.tensorboard=false", *opts], world_size=1)
+                             "runtime.progress=false", "runtime.tensorboard=false", *opts])
     ctx = DistContext(0, 0, 1, torch.device("cpu"), "")
     net = Linear()
     optimizer = build_optimizer(cfg, net)
@@ -143,7 +143,7 @@ def test_an_fp16_overflow_step_reads_the_loss_scale(tmp_path):
 
 
 def test_evaluation_reads_the_scores_once(tmp_path):
-    cfg = load_config(None, ["model.num_classes=3", "test.batch_size=4"], world_size=1)
+    cfg = load_config(None, ["model.num_classes=3", "test.batch_size=4"])
 
     class Data:
         classes, num_videos, num_views = ["a", "b", "c"], 10, 1

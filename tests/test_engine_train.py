@@ -57,7 +57,7 @@ def patched(monkeypatch):
                                  "data.val_annotations=val.txt",  # a validation split (the datasets are patched)
                                  "train.warmup_epochs=0", "train.epochs=1", "train.lr_schedule=step",  # full lr
                                  "runtime.tensorboard=false",
-                                 "runtime.progress=false", "runtime.log_interval=1", *opts], world_size=1)
+                                 "runtime.progress=false", "runtime.log_interval=1", *opts])
         run_training(cfg, tmp_path / name, **kwargs)
         return tmp_path / name
     return run
@@ -206,7 +206,7 @@ def test_loaders_hand_over_uint8_and_evaluation_workers_are_not_persistent():
     from rsanet.dist import DistContext
     from rsanet.engine.loaders import build_eval_loader, build_train_loader
 
-    cfg = load_config(None, ["data.num_workers=1", "train.batch_size=4", "test.batch_size=4"], world_size=1)
+    cfg = load_config(None, ["data.num_workers=1", "train.batch_size=4", "test.batch_size=4"])
     ctx = DistContext(0, 0, 1, torch.device("cpu"), "")
     train, _ = build_train_loader(DictDataset(8), cfg, ctx)
     val = build_eval_loader(DictDataset(8), cfg, ctx)

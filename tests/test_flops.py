@@ -45,7 +45,7 @@ def fake_params(cfg) -> int:
 
 @pytest.mark.parametrize("row", sorted(PAPER_PARAMS_M))
 def test_parameters_match_the_paper(row):
-    params_m = fake_params(load_config(ABLATIONS / f"{row}.yaml", world_size=1)) / 1e6
+    params_m = fake_params(load_config(ABLATIONS / f"{row}.yaml")) / 1e6
     # The paper prints 0.1 M. Allow half a unit plus 1e-3 M: the 3x5x5 row lands at 20.6498 M, on the
     # rounding boundary of the printed 20.7, so an exact half-unit test would fail on float formatting alone.
     assert abs(params_m - PAPER_PARAMS_M[row]) <= 0.05 + 1e-3, f"{row}: {params_m:.4f} M"
@@ -62,7 +62,7 @@ def test_default_rsanet_parameters_exactly():
         rsa = c * c + 2 * c * cq + m * g * d + m * d + d * cq + m * cq + cq * cq  # q, k, v, H1, H2, P1, G, I
         total += rsa - 9 * c * c
     assert total == 22_034_302
-    assert fake_params(load_config(None, world_size=1)) == total
+    assert fake_params(load_config(None)) == total
 
 
 def reference_macs_torchvision(model: nn.Module, x: torch.Tensor) -> int:
@@ -87,19 +87,19 @@ def reference_macs_torchvision(model: nn.Module, x: torch.Tensor) -> int:
 def test_tsn_resnet50_flops_are_eight_torchvision_frames():
     tv = torchvision.models.resnet50(num_classes=174)
     per_frame = reference_macs_torchvision(tv, torch.zeros(1, 3, 224, 224))
-    ours = complexity(load_config(ABLATIONS / "table6b_layers_0.yaml", world_size=1))
+    ours = complexity(load_config(ABLATIONS / "table6b_layers_0.yaml"))
     assert ours["flops"] == 8 * per_frame  # TSN: 8 frames through the 2D network, nothing else counted
     assert abs(ours["flops"] / 1e9 - 32.5) / 32.5 < 0.02  # the paper's TSN-R50 row
 
 
 def test_default_flops_within_two_percent():
-    flops_g = complexity(load_config(None, world_size=1))["flops"] / 1e9
+    flops_g = complexity(load_config(None))["flops"] / 1e9
     assert abs(flops_g - 35.9) / 35.9 < 0.02, flops_g
 
 
 @pytest.mark.parametrize("row", sorted(PAPER_FLOPS_G))
 def test_ablation_flops_within_two_percent(row):
-    flops_g = complexity(load_config(ABLATIONS / f"{row}.yaml", world_size=1))["flops"] / 1e9
+    flops_g = complexity(load_config(ABLATIONS / f"{row}.yaml"))["flops"] / 1e9
     assert abs(flops_g - PAPER_FLOPS_G[row]) / PAPER_FLOPS_G[row] < 0.02, f"{row}: {flops_g:.2f} G"
     assert PAPER[row].flops_g == PAPER_FLOPS_G[row]
 
@@ -128,8 +128,7 @@ def test_counter_convention_counts_grouped_conv3d_einsum_and_linear():
 
 @pytest.mark.parametrize("kind", ["rsa", "self_attention"])
 def test_fake_tensor_count_equals_a_real_forward(kind):
-    cfg = load_config(None, ["model.width=16", f"model.transform.type={kind}", "model.transform.kernel_size=[3,5,5]"],
-                      world_size=1)
+    cfg = load_config(None, ["model.width=16", f"model.transform.type={kind}", "model.transform.kernel_size=[3,5,5]"])
     fake = complexity(cfg, frames=4, size=64)
     real = complexity(cfg, frames=4, size=64, fake=False)
     assert fake == real and fake["flops"] > 0
@@ -141,7 +140,7 @@ def test_tool_prints_json(tmp_path):
                           "--opts", *opts], capture_output=True, text=True, check=True, cwd=tmp_path).stdout
     result = json.loads(out)
     assert set(result) == {"params", "flops"} and all(type(v) is int for v in result.values())
-    assert result == complexity(load_config(None, opts, world_size=1), frames=4, size=64)
+    assert result == complexity(load_config(None, opts), frames=4, size=64)
 
 
 def test_tool_rejects_bad_keys_by_name():
@@ -173,7 +172,7 @@ def test_tool_counts_at_the_configs_test_crop_unless_size_is_given(capsys):
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     config = ROOT / "configs" / "synthetic" / "rsa.yaml"  # 8 frames at a 32 px crop
-    cfg = load_config(config, world_size=1)
+    cfg = load_config(config)
     tool.main(["--config", str(config), "--json"])
     assert json.loads(capsys.readouterr().out) == complexity(cfg, size=32)
     tool.main(["--config", str(config), "--json", "--size", "64"])

@@ -74,7 +74,7 @@ def test_full_model_matches_the_authors_model(frames, converted):
     native, inferred = converted
     assert inferred["transform"]["positions"] == [[2], [1, 3], [1, 3, 5], [1]]
     assert inferred["transform"]["kernel_size"] == [5, 7, 7] and inferred["num_classes"] == 174
-    cfg = config_from_dict({"model": dict(inferred, num_segments=frames, pretrained=None)}, world_size=1)
+    cfg = config_from_dict({"model": dict(inferred, num_segments=frames, pretrained=None)})
     model = build_model(cfg).eval()
     model.load_state_dict(native)
     ref = MODEL["logits"][str(frames)]

@@ -236,7 +236,7 @@ def test_progress_bar_shows_the_values_of_the_step_just_done(tmp_path):
 
     from rsanet.dist import DistContext
     from rsanet.engine.train import TrainParts, TrainState, _log_step, _Meter
-    from rsanet.logging import RunLogger
+    from rsanet.runlog import RunLogger
     cfg = load_config(None, ["runtime.log_interval=100"])
     buffer = io.StringIO()
     bar = tqdm(total=3, file=buffer, mininterval=0, miniters=1, ncols=200)

@@ -30,7 +30,7 @@ TINY = [
 
 
 def tiny_cfg(*opts):
-    return load_config(None, TINY + list(opts), world_size=1)
+    return load_config(None, TINY + list(opts))
 
 
 @pytest.fixture(autouse=True)

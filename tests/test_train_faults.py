@@ -39,7 +39,7 @@ def _one_thread():
 
 
 def synthetic_cfg(*opts):
-    return load_config(None, TINY + SYNTHETIC + list(opts), world_size=1)
+    return load_config(None, TINY + SYNTHETIC + list(opts))
 
 
 def records(work_dir, kind="train", start=0):
@@ -174,7 +174,7 @@ def frame_dataset(tmp_path, labels, name="train", root_name="frames"):
 def list_cfg(root, train, *opts, val=None):
     return load_config(None, TINY + ["data.dataset=list", f"data.root={root}", f"data.train_annotations={train}",
                                      f"data.val_annotations={val or 'null'}", "train.epochs=1",
-                                     "train.warmup_epochs=0", *opts], world_size=1)
+                                     "train.warmup_epochs=0", *opts])
 
 
 def test_unlabelled_training_entry_is_refused_by_training_and_check_dataset(tmp_path, monkeypatch, capsys):

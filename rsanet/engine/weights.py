@@ -22,7 +22,7 @@ from torch import nn
 
 from rsanet.config import ModelConfig
 from rsanet.engine.checkpoint import CheckpointError, load_checkpoint
-from rsanet.logging import get_logger
+from rsanet.runlog import get_logger
 from rsanet.models.official import (AuthorsFormatError, authors_to_native, describe, format_overrides,
                                     is_authors_state, model_mismatches, yaml_flow)
 

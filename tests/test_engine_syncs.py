@@ -22,6 +22,7 @@ from rsanet.config import load_config
 from rsanet.dist import DistContext
 from rsanet.engine.evaluate import evaluate
 from rsanet.engine.optim import build_criterion, build_optimizer, build_scheduler
+from rsanet.engine.run_state import RunState
 from rsanet.engine.train import TrainParts, TrainState, train_one_epoch
 from rsanet.runlog import RunLogger
 
@@ -99,11 +100,13 @@ def make_parts(tmp_path, steps, *opts, criterion=None):
                              "runtime.progress=false", "runtime.tensorboard=false", *opts])
     ctx = DistContext(0, 0, 1, torch.device("cpu"), "")
     net = Linear()
-    optimizer = build_optimizer(cfg, net)
+    run = RunState.of(cfg, world_size=1)
+    optimizer = build_optimizer(cfg, net, run)
     # a low initial scale: the default 2^16 overflows these fp16 gradients once on the CPU (its calibration)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 8) if cfg.train.amp == "fp16" else None
-    return TrainParts(cfg, ctx, net, net, criterion or build_criterion(cfg), optimizer,
-                      build_scheduler(cfg, optimizer, steps), scaler, RunLogger(tmp_path, 0, tensorboard=False), steps)
+    return TrainParts(cfg, ctx, run, net, net, criterion or build_criterion(cfg), optimizer,
+                      build_scheduler(cfg, optimizer, steps, run), scaler, RunLogger(tmp_path, 0, tensorboard=False),
+                      steps)
 
 
 @pytest.mark.parametrize("amp", ["none", "bf16", "fp16"])

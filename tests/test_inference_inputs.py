@@ -6,9 +6,9 @@ import torch
 from torch.utils.data import default_collate
 
 from rsanet.config import load_config
-from rsanet.data.media import textured_frames, write_frame_folder
 from rsanet.engine.loaders import to_device
 from rsanet.inference import clip_to_frames, load_clip, single_video_dataset, video_views
+from rsanet.testing.media import textured_frames, write_frame_folder
 
 
 def test_tools_and_engine_see_the_same_model_input(tmp_path):

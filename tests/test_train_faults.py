@@ -25,9 +25,10 @@ TINY = [
     "runtime.deterministic=true", "runtime.log_interval=1", "runtime.tensorboard=false", "runtime.progress=false",
     "runtime.checkpoint_interval=0",
 ]
+# train.lr_schedule=step, min_lr_ratio=0: the per-step cosine to 0 that cosine_lr writes out
 SYNTHETIC = ["model.num_classes=2", "data.dataset=synthetic", "data.synthetic.classes=2", "data.synthetic.frames=4",
              "data.synthetic.resolution=[32,32]", "data.synthetic.train_size=8", "data.synthetic.val_size=5",
-             "train.warmup_epochs=1", "train.lr_schedule=step", "train.min_lr_ratio=0"]  # the per-step cosine to 0 that cosine_lr writes out
+             "train.warmup_epochs=1", "train.lr_schedule=step", "train.min_lr_ratio=0"]
 
 
 @pytest.fixture(autouse=True)

@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from rsanet.config import Config, config_to_dict, dump_config
-from rsanet.dist import DistContext, all_gather_object, barrier, broadcast_buffers, destroy_distributed, init_distributed
+from rsanet.dist import (DistContext, all_gather_object, barrier, broadcast_buffers, destroy_distributed,
+                         init_distributed)
 from rsanet.engine.checkpoint import (CHECKPOINT_FORMAT, CheckpointError, capture_rng_state, find_resume_checkpoint,
                                       link_checkpoint, load_checkpoint, prune_epoch_checkpoints, restore_rng_state,
                                       save_checkpoint)

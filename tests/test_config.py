@@ -317,7 +317,7 @@ def test_checkpoint_configs_of_older_versions_load_with_today_s_keys(caplog):
 def test_old_keys_in_a_file_or_opts_are_read_with_a_note(tmp_path, caplog):
     p = write(tmp_path, yaml.safe_dump(OLD_SYNTHETIC))
     with caplog.at_level("WARNING", logger="rsanet"):
-        cfg = load_config(p, ["data.synthetic.seed=7"])
+        cfg = load_config(p, ["data.synthetic_seed=7"])
     assert cfg.data.synthetic.frames == 6 and cfg.data.synthetic.seed == 7
     notes = [r.getMessage() for r in caplog.records]
     assert f"{p}: `data.synthetic_frames` is now `data.synthetic.frames`; read as `data.synthetic.frames: 6`" in notes
@@ -325,4 +325,4 @@ def test_old_keys_in_a_file_or_opts_are_read_with_a_note(tmp_path, caplog):
     assert any("`train.scaled_lr` (0.1) is no longer a config key and is ignored" in n for n in notes)
     with pytest.raises(ConfigError, match=r"`data.synthetic_frames` \(the old name of `data.synthetic.frames`\) and "
                                           r"`data.synthetic.frames` are both given"):
-        load_config(None, ["data.synthetic.frames=6", "data.synthetic.frames=8"])
+        load_config(None, ["data.synthetic_frames=6", "data.synthetic.frames=8"])

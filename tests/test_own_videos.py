@@ -238,15 +238,15 @@ def test_progress_bar_shows_the_values_of_the_step_just_done(tmp_path):
     from rsanet.engine.run_state import RunState
     from rsanet.engine.train import TrainParts, TrainState, _log_step, _Meter
     from rsanet.runlog import RunLogger
-    cfg = load_config(None, ["runtime.log_interval=100"])
+    cfg = load_config(None, ["runtime.log_interval=1"])  # a step whose values are read (a log line is due)
     buffer = io.StringIO()
     bar = tqdm(total=3, file=buffer, mininterval=0, miniters=1, ncols=200)
     with RunLogger(tmp_path, tensorboard=False) as logger:
         parts = TrainParts(cfg, DistContext(0, 0, 1, torch.device("cpu"), ""), RunState.of(cfg, 1), None, None,
                            None, None, None, None, logger, 3)
         meter = _Meter()
-        meter.add(0.6931, 0.01, 0.1, 8)
-        _log_step(parts, TrainState(global_step=1, step_in_epoch=1), meter, 0.02, 1.0, bar)
+        meter.add(torch.tensor(0.6931), 0.01, 0.1, 8)  # loss and gradient norm stay tensors until a log line
+        _log_step(parts, TrainState(global_step=1, step_in_epoch=1), meter, 0.02, torch.tensor(1.0), bar)
         assert "loss=0.6931" in buffer.getvalue().split("\r")[-1]
     bar.close()
 

@@ -34,8 +34,8 @@ from rsanet.engine.run_state import RunState
 from rsanet.engine.stop import StopRequest, signal_name
 from rsanet.engine.train import TrainParts, TrainState, train_one_epoch
 from rsanet.engine.weights import init_from_checkpoint, load_model_weights, read_model_weights
-from rsanet.runlog import RunLogger, get_logger
 from rsanet.metrics import per_class_report, save_scores
+from rsanet.runlog import RunLogger, get_logger
 from rsanet.storage import check_writable, storage_error
 
 __all__ = ["run_training", "run_test", "seed_everything", "configure_determinism", "prepare_model", "RunCheckpoints"]

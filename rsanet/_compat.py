@@ -5,6 +5,15 @@ The torchvision wheels on PyPI are CUDA builds. Next to a CPU-only torch their C
 ``nms``/``qnms`` operators, although models, transforms and weights need no C++ operator at all. When (and
 only when) the extension does not load, we declare the two operator schemas so that the import succeeds;
 calling them still fails loudly inside torchvision. Nothing changes where torchvision's extension loads.
+
+Why this runs from ``import rsanet`` and needs the package imported before torchvision: the failure happens
+inside ``import torchvision`` itself, so only code that runs before that import can prevent it. Inside the
+project that holds by construction: every entry point is a module of this package (``rsanet.cli.*``, which
+``tools/*.py`` and the ``rsanet-*`` commands run), and importing any of them runs this package's
+``__init__`` first. Making it hold for any program would take code that runs at every interpreter start (a
+``.pth`` file installing an import hook for ``torchvision``), a global side effect on every Python process of
+the environment for the sake of a mismatched pair of wheels; we do not install one. With matching wheels
+(a CPU torchvision next to a CPU torch, or CUDA next to CUDA) the order does not matter at all.
 """
 from __future__ import annotations
 

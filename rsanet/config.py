@@ -3,10 +3,17 @@
 One schema of defaults (the dataclasses below, with a comment on every key) holds the paper's
 SS-V1 8-frame RSANet-R50 recipe (the authors' code where the paper is silent; docs/fidelity.md). A YAML
 file sets only what differs from it, and ``--opts`` overrides (``train.lr=0.01
-model.transform.kernel_size=[3,3,3]``) are applied on top. Values are parsed with PyYAML's safe loader
-only (plus YAML 1.2 numbers such as ``1e-3``; a repeated key is warned about). Unknown keys name the
-closest valid key, wrong types name the expected type, and one validation pass (:func:`validate`)
-fills in derived values and checks cross-field rules.
+model.transform.kernel_size=[3,3,3]``) are applied on top. A file may start from other files: ``_base_:
+ssv1_rsa_8f.yaml`` (a path relative to the file, or a list of them, applied in order) takes everything they
+set, and the file's own keys win, section by section (a deep merge; lists and values are replaced whole).
+Values are parsed with PyYAML's safe loader only (plus YAML 1.2 numbers such as ``1e-3``; a repeated key is
+warned about). Unknown keys name the closest valid key, wrong types name the expected type (and the closest
+allowed value), and one validation pass (:func:`validate`) fills in what the dataset decides and checks
+cross-field rules.
+
+The config holds what a user chooses, nothing derived from the job: the world size, the total batch and the
+scaled learning rate are computed once per run (``rsanet.engine.run_state``). Keys of older configs and
+checkpoints are read as their new names (:data:`RENAMED`), and derived ones dropped (:data:`DERIVED`).
 
 Typical use::
 
@@ -15,6 +22,7 @@ Typical use::
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import logging
@@ -28,16 +36,25 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from rsanet.data.sets import DATASETS
+from rsanet.data.sets.synthetic import SyntheticConfig
+
 __all__ = [
-    "Config", "ModelConfig", "TransformConfig", "DataConfig", "TrainConfig", "TestConfig", "RuntimeConfig",
-    "ConfigError", "load_config", "dump_config", "config_to_dict", "config_from_dict", "parse_overrides",
-    "validate", "read_yaml", "OFFICIAL_CLASSES", "OFFICIAL_BACKEND",
+    "Config", "ModelConfig", "TransformConfig", "DataConfig", "SyntheticConfig", "TrainConfig", "TestConfig",
+    "RuntimeConfig", "ConfigError", "load_config", "dump_config", "config_to_dict", "config_from_dict",
+    "parse_overrides", "validate", "read_yaml", "config_chain", "upgrade_config_dict", "RENAMED", "DERIVED",
 ]
 
-# Class counts of the official datasets (what `model.num_classes: 0` becomes for them).
-OFFICIAL_CLASSES = {"ssv1": 174, "ssv2": 174, "diving48": 48, "gym99": 99, "gym288": 288}
-# The form each official dataset is released in (what `data.backend: auto` becomes for them).
-OFFICIAL_BACKEND = {"ssv1": "frames", "ssv2": "video", "diving48": "video", "gym99": "video", "gym288": "video"}
+# Keys of older configs and checkpoints, and what they are now. Read as the new key (with a note when a user's
+# file or --opts writes them), so that old checkpoints, their stored configs and old config.yaml files load.
+RENAMED = {
+    "data.train_size": "data.synthetic.train_size", "data.val_size": "data.synthetic.val_size",
+    "data.synthetic_frames": "data.synthetic.frames", "data.synthetic_resolution": "data.synthetic.resolution",
+    "data.synthetic_classes": "data.synthetic.classes", "data.synthetic_seed": "data.synthetic.seed",
+}
+# Keys that older configs held but that depend on the job, not on the experiment: they are dropped when read
+# (the values of a run are in its run_state.json and in its checkpoints' `run_state`).
+DERIVED = ("runtime.world_size", "train.total_batch", "train.scaled_lr")
 
 
 class ConfigError(ValueError):
@@ -138,7 +155,7 @@ class ModelConfig:
 class DataConfig:
     """Dataset, sampling, decoding and augmentation."""
 
-    dataset: Literal["ssv1", "ssv2", "diving48", "gym99", "gym288", "list", "synthetic"] = "ssv1"  # dataset kind
+    dataset: str = "ssv1"  # a name of rsanet.data.sets.DATASETS: ssv1, ssv2, diving48, gym99, gym288, list, synthetic
     root: Optional[str] = None  # folder of frame folders or video files
     train_annotations: Optional[str] = None  # official train annotation file (csv/json/txt, or a list file)
     val_annotations: Optional[str] = None  # official validation annotation file
@@ -147,7 +164,7 @@ class DataConfig:
     backend: Literal["auto", "frames", "video"] = "auto"  # JPEG frame folders or video files; auto: from the data; ours
     frame_template: str = "{:05d}.jpg"  # file name of frame i (1-based) inside a frame folder
     frame_start: int = 1  # index of the first frame file on disk (SS-V1 starts at 00001.jpg)
-    video_ext: str = ""  # video file extension, '' means the dataset's default (webm for SS-V2, mp4 otherwise)
+    video_ext: str = ""  # video file extension, '' means the dataset's default (its module's VIDEO_EXT)
     sampler: Literal["segment", "dense"] = "segment"  # TSN segment sampling, or dense sampling
     # segment_rule (rsanet/data/sampling.py): tsm = the authors' code (ops/dataset.py, the TSN/TSM rule: train
     # i*(n//T) + randint(n//T), test int(tick/2 + tick*i); frame 0 only when n < T in training, n <= T at test);
@@ -164,17 +181,13 @@ class DataConfig:
     pin_memory: bool = True  # pin host memory for faster host-to-GPU copies
     max_bad_fraction: float = 0.01  # abort when more than this fraction of samples in an epoch is unreadable
     decode_timeout: float = 60.0  # seconds one sample may take to decode before it counts as unreadable
-    train_size: int = 4000  # synthetic: number of training clips
-    val_size: int = 800  # synthetic: number of validation (and test) clips
-    synthetic_frames: int = 16  # synthetic: frames in each generated video
-    synthetic_resolution: list[int] = field(default_factory=lambda: [64, 64])  # synthetic: generated H x W
-    synthetic_classes: int = 8  # synthetic: number of motion classes
-    synthetic_seed: int = 0  # synthetic: seed; videos are a pure function of (seed, split, index)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)  # options of data.dataset: synthetic
 
 
 @dataclass
 class TrainConfig:
-    """Optimization recipe (Appendix A). Learning rate is given per 64 clips and scaled to the real batch."""
+    """Optimization recipe (Appendix A). Learning rate is given per 64 clips and scaled to the real total batch
+    of the run (batch_size x processes x accumulate; rsanet.engine.run_state)."""
 
     epochs: int = 50  # training epochs
     warmup_epochs: float = 5.0  # epochs of linear warm-up (paper, authors' code)
@@ -200,8 +213,6 @@ class TrainConfig:
     eval_every: int = 1  # validate every N epochs (and after the last)
     split: Literal["train"] = "train"  # split used for training
     val_split: Literal["val", "test"] = "val"  # split used for validation during training
-    scaled_lr: float = 0.0  # derived: lr * total_batch / lr_reference_batch (any given value is replaced)
-    total_batch: int = 0  # derived: batch_size * world_size * accumulate (any given value is replaced)
 
 
 @dataclass
@@ -232,7 +243,6 @@ class RuntimeConfig:
     dist_timeout_minutes: int = 30  # collective timeout, so that no rank waits forever for a failed one
     checkpoint_interval: int = 500  # also write last.pth every N optimizer steps inside an epoch (0: epoch ends only)
     keep_epoch_checkpoints: int = 2  # epoch_NNN.pth files kept besides last.pth and best.pth (fallbacks for resume)
-    world_size: int = 1  # derived: number of processes (from torchrun's WORLD_SIZE; any given value is replaced)
 
 
 @dataclass
@@ -335,6 +345,13 @@ def _suggest(bad_key: str, valid: list[str]) -> str:
     return f"; did you mean `{match[0]}`?" if match else ""
 
 
+def _suggest_value(value: Any, tp: Any) -> str:
+    """``; did you mean 'x'?`` for a string close to one of the allowed values of a Literal type."""
+    allowed = [a for a in typing.get_args(tp) if isinstance(a, str)] if typing.get_origin(tp) is Literal else []
+    match = difflib.get_close_matches(value, allowed, n=1, cutoff=0.6) if isinstance(value, str) else []
+    return f"; did you mean {match[0]!r}?" if match else ""
+
+
 def _merge(obj: Any, updates: dict, source: str, prefix: str = "") -> None:
     """Apply a nested dict of ``updates`` onto dataclass ``obj`` in place, strictly."""
     if not isinstance(updates, dict):
@@ -356,9 +373,8 @@ def _merge(obj: Any, updates: dict, source: str, prefix: str = "") -> None:
         try:
             setattr(obj, key, _coerce(value, tp))
         except _TypeMismatch:
-            raise ConfigError(
-                f"{source}: `{dotted}` expects {_type_name(tp)}, got {value!r} ({type(value).__name__})"
-            ) from None
+            raise ConfigError(f"{source}: `{dotted}` expects {_type_name(tp)}, got {value!r} "
+                              f"({type(value).__name__}){_suggest_value(value, tp)}") from None
 
 
 def parse_overrides(overrides: list[str] | None) -> dict:
@@ -387,32 +403,86 @@ def parse_overrides(overrides: list[str] | None) -> dict:
 
 
 # --------------------------------------------------------------------------------------------------
-# Validation: derived values and cross-field rules.
+# Keys of older configs: renamed ones are moved, derived ones dropped.
+# --------------------------------------------------------------------------------------------------
+def _pop_dotted(data: dict, dotted: str) -> tuple[bool, Any]:
+    *parents, leaf = dotted.split(".")
+    node = data
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, dict) and leaf in node:
+        return True, node.pop(leaf)
+    return False, None
+
+
+def upgrade_config_dict(data: Any, source: str = "config", note=None) -> Any:
+    """A copy of a nested config dict with the keys of older versions updated: :data:`RENAMED` keys moved to
+    their new place, :data:`DERIVED` keys dropped. ``note(message)`` (e.g. a warning) is told about each one;
+    a key given under both its old and its new name with different values is a :class:`ConfigError`."""
+    if not isinstance(data, dict):
+        return data
+    data = copy.deepcopy(data)
+    for old, new in RENAMED.items():
+        found, value = _pop_dotted(data, old)
+        if not found:
+            continue
+        *parents, leaf = new.split(".")
+        node = data
+        for part in parents:
+            if node.get(part) is None:
+                node[part] = {}
+            if not isinstance(node[part], dict):
+                raise ConfigError(f"{source}: `{old}` is now `{new}`, but `{part}` is not a mapping")
+            node = node[part]
+        if leaf in node and node[leaf] != value:
+            raise ConfigError(f"{source}: `{old}` (the old name of `{new}`) and `{new}` are both given, with "
+                              f"different values ({value!r}, {node[leaf]!r}): keep `{new}` only")
+        node[leaf] = value
+        if note is not None:
+            note(f"{source}: `{old}` is now `{new}`; read as `{new}: {value!r}`")
+    for key in DERIVED:
+        found, value = _pop_dotted(data, key)
+        if found and note is not None:
+            note(f"{source}: `{key}` ({value!r}) is no longer a config key and is ignored: it is derived for each "
+                 "run (work_dir/run_state.json)")
+    return data
+
+
+def _warn(message: str) -> None:
+    logging.getLogger("rsanet").warning(message)
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation: what the dataset decides, and cross-field rules.
 # --------------------------------------------------------------------------------------------------
 def _resolve_dataset_defaults(cfg: Config) -> None:
-    """``model.num_classes: 0`` and ``data.backend: auto`` where the dataset alone decides them (no file is
-    read here). A ``list`` dataset keeps them until its files are read (``rsanet.data.check.resolve_list``)."""
+    """``model.num_classes: 0`` and ``data.backend: auto`` where the dataset's module decides them when the
+    config is loaded (no file is read here); what it leaves open, its files decide later
+    (``rsanet.data.check.resolve_from_files``)."""
     d, m = cfg.data, cfg.model
+    num_classes, backend = DATASETS[d.dataset].defaults(d)
     if m.num_classes == 0:
-        if d.dataset == "synthetic":
-            m.num_classes = d.synthetic_classes
-        elif d.dataset in OFFICIAL_CLASSES:
-            m.num_classes = OFFICIAL_CLASSES[d.dataset]
-    if d.backend == "auto" and d.dataset in OFFICIAL_BACKEND:
-        d.backend = OFFICIAL_BACKEND[d.dataset]
+        m.num_classes = num_classes
+    if d.backend == "auto":
+        d.backend = backend
 
 
-def validate(cfg: Config, world_size: int | None = None, source: str = "config") -> Config:
-    """Fill in derived values and check rules that involve several keys. Returns ``cfg``."""
-    if world_size is None:
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+def validate(cfg: Config, source: str = "config") -> Config:
+    """Fill in what the dataset decides and check rules that involve several keys. Returns ``cfg``."""
     m, t, d, tr, te = cfg.model, cfg.model.transform, cfg.data, cfg.train, cfg.test
 
     def fail(msg: str) -> None:
         raise ConfigError(f"{source}: {msg}")
 
+    if d.dataset not in DATASETS:
+        close = difflib.get_close_matches(d.dataset, list(DATASETS), n=1, cutoff=0.5)
+        fail(f"`data.dataset` is {d.dataset!r}, expected one of {', '.join(DATASETS)}"
+             + (f"; did you mean {close[0]!r}?" if close else ""))
+    problem = DATASETS[d.dataset].check(d)
+    if problem:
+        fail(problem)
     _resolve_dataset_defaults(cfg)
-    if m.num_classes < 0 or (m.num_classes == 0 and d.dataset != "list"):
+    if m.num_classes < 0:
         fail(f"`model.num_classes` must be positive (or 0: the dataset's class count), got {m.num_classes}")
     positive = {
         "model.num_segments": m.num_segments, "model.width": m.width,
@@ -440,7 +510,23 @@ def validate(cfg: Config, world_size: int | None = None, source: str = "config")
         fail(f"`train.min_lr_ratio` must be in [0, 1) and `train.min_lr` >= 0, got {tr.min_lr_ratio}, {tr.min_lr}")
     if tr.epochs < 0 or tr.warmup_epochs < 0 or tr.warmup_epochs > max(tr.epochs, 0):
         fail(f"`train.warmup_epochs` ({tr.warmup_epochs}) must be within [0, train.epochs={tr.epochs}]")
+    _check_transform(cfg, fail)
+    if len(d.resize) != 2 or len(d.mean) != 3 or len(d.std) != 3:
+        fail("`data.resize` needs [H, W] and `data.mean`/`data.std` three values each")
+    if te.resize and len(te.resize) != 2:
+        fail(f"`test.resize` needs [H, W] or [], got {te.resize}")
+    if not d.scales or any(not 0 < s <= 1 for s in d.scales):
+        fail(f"`data.scales` must be in (0, 1], got {d.scales}")
+    try:
+        d.frame_template.format(1)
+    except (IndexError, KeyError, ValueError) as e:
+        fail(f"`data.frame_template` {d.frame_template!r} cannot format a frame index: {e}")
+    return cfg
 
+
+def _check_transform(cfg: Config, fail) -> None:
+    """Rules of ``model.transform``: positions inside the backbone's stages, window and set-valued keys."""
+    m, t = cfg.model, cfg.model.transform
     n_stages = 4
     if t.type == "conv2d":
         pass  # TSN keeps torchvision's 3x3 conv in every block; positions are not used
@@ -465,27 +551,6 @@ def validate(cfg: Config, world_size: int | None = None, source: str = "config")
         fail(f"`model.transform.context` must be a non-empty set of basic/relational, got {t.context}")
     if not t.attention or len(set(t.attention)) != len(t.attention):
         fail(f"`model.transform.attention` must be a non-empty set of content/position, got {t.attention}")
-    if len(d.resize) != 2 or len(d.mean) != 3 or len(d.std) != 3:
-        fail("`data.resize` needs [H, W] and `data.mean`/`data.std` three values each")
-    if te.resize and len(te.resize) != 2:
-        fail(f"`test.resize` needs [H, W] or [], got {te.resize}")
-    if not d.scales or any(not 0 < s <= 1 for s in d.scales):
-        fail(f"`data.scales` must be in (0, 1], got {d.scales}")
-    if d.dataset == "synthetic":
-        if d.train_size <= 0 or d.val_size <= 0 or d.synthetic_frames <= 0:
-            fail("synthetic data needs positive `data.train_size`, `data.val_size` and `data.synthetic_frames`")
-        if len(d.synthetic_resolution) != 2:
-            fail(f"`data.synthetic_resolution` needs [H, W], got {d.synthetic_resolution}")
-    try:
-        d.frame_template.format(1)
-    except (IndexError, KeyError, ValueError) as e:
-        fail(f"`data.frame_template` {d.frame_template!r} cannot format a frame index: {e}")
-
-    # Derived values.
-    cfg.runtime.world_size = world_size
-    tr.total_batch = tr.batch_size * world_size * tr.accumulate
-    tr.scaled_lr = tr.lr * tr.total_batch / tr.lr_reference_batch
-    return cfg
 
 
 # --------------------------------------------------------------------------------------------------
@@ -497,10 +562,12 @@ def config_to_dict(cfg: Any) -> dict:
 
 
 def config_from_dict(data: dict, source: str = "dict", world_size: int | None = None) -> Config:
-    """Build and validate a Config from a nested dict (e.g. the one stored in a checkpoint)."""
+    """Build and validate a Config from a nested dict (e.g. the one stored in a checkpoint). Keys of older
+    versions are read silently as their new names, derived ones dropped (:func:`upgrade_config_dict`).
+    ``world_size`` is ignored (the config no longer depends on the job; kept for older callers)."""
     cfg = Config()
-    _merge(cfg, data or {}, source)
-    return validate(cfg, world_size=world_size, source=source)
+    _merge(cfg, upgrade_config_dict(data or {}, source), source)
+    return validate(cfg, source=source)
 
 
 def default_work_dir(config_path: str | os.PathLike) -> str:
@@ -514,9 +581,47 @@ def default_work_dir(config_path: str | os.PathLike) -> str:
     return str(Path("work_dirs") / path.stem)
 
 
+def _read_file(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = read_yaml(path.read_text(), str(path))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    return data or {}
+
+
+def config_chain(path: str | os.PathLike, _seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict]]:
+    """``[(file, its own keys), ...]`` of a config and the files it starts from (``_base_``), the first base
+    first and ``path`` last: applying them in this order gives the config. ``_base_`` is a path relative to
+    the file, or a list of them (applied in order). A file that reaches itself again is refused, naming the
+    chain (``a.yaml -> b.yaml -> a.yaml``)."""
+    path = Path(path)
+    here = path.resolve()
+    if here in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, here))
+        raise ConfigError(f"{path}: `_base_` files form a cycle: {chain}")
+    data = _read_file(path)
+    bases = data.pop("_base_", None)
+    if bases is None:
+        bases = []
+    elif isinstance(bases, str):
+        bases = [bases]
+    elif not (isinstance(bases, list) and all(isinstance(b, str) for b in bases)):
+        raise ConfigError(f"{path}: `_base_` must be a file name or a list of file names, got {bases!r}")
+    chain: list[tuple[Path, dict]] = []
+    for base in bases:
+        chain += config_chain(path.parent / base, (*_seen, here))
+    return chain + [(path, data)]
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None,
                 world_size: int | None = None) -> Config:
-    """Defaults, then the YAML file at ``path`` (if any), then ``overrides``; then :func:`validate`.
+    """Defaults, then the YAML file at ``path`` (if any; after the files of its ``_base_`` chain), then
+    ``overrides``; then :func:`validate`. ``world_size`` is ignored (the config no longer depends on the job;
+    kept for older callers).
 
     Raises :class:`ConfigError` naming the file (or ``--opts``), the key and the closest valid key.
     """
@@ -525,21 +630,16 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     if path is not None:
         path = Path(path)
         source = str(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            data = read_yaml(path.read_text(), str(path))
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
-        _merge(cfg, data or {}, source)
+        for file, data in config_chain(path):
+            _merge(cfg, upgrade_config_dict(data, str(file), note=_warn), str(file))
         if not cfg.runtime.work_dir:
             cfg.runtime.work_dir = default_work_dir(path)
     if overrides:
-        _merge(cfg, parse_overrides(overrides), "--opts")
+        _merge(cfg, upgrade_config_dict(parse_overrides(overrides), "--opts", note=_warn), "--opts")
         source = f"{source} + --opts"
     if not cfg.runtime.work_dir:
         cfg.runtime.work_dir = str(Path("work_dirs") / "default")
-    return validate(cfg, world_size=world_size, source=source)
+    return validate(cfg, source=source)
 
 
 def dump_config(cfg: Config, path: str | os.PathLike | None = None) -> str:

@@ -71,7 +71,7 @@ def to_authors(weights: ModelWeights, cfg: Optional[Config]) -> dict:
     if cfg is None:
         if weights.config is None:
             raise ConfigError(f"{path} is a bare state dict without a stored config: pass --config")
-        cfg = config_from_dict(weights.config, source=f"config stored in {path}", world_size=1)
+        cfg = config_from_dict(weights.config, source=f"config stored in {path}")
     m = cfg.model
     if m.arch != "resnet50" or m.width != 64:
         raise AuthorsFormatError(f"model.arch={m.arch}, model.width={m.width}: the authors' code builds only the "

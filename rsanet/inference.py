@@ -6,8 +6,8 @@
 * :func:`single_video_dataset` (with :func:`video_views` and :func:`load_clip` on top) wraps one video file
   or frame folder in the dataset machinery of :mod:`rsanet.data` with the test-time sampler and transform,
   so a tool sees exactly the clips that ``tools/test.py`` would see for that video (``test.clips`` x
-  ``test.crops`` views). With a synthetic config, ``synthetic://<split>/<index>`` names a generated video of
-  the benchmark (no file needed).
+  ``test.crops`` views). A dataset may name its own videos outside the file system (its module's
+  ``open_video``): with a synthetic config, ``synthetic://<split>/<index>`` is a generated video.
 """
 from __future__ import annotations
 
@@ -21,13 +21,12 @@ from torch import nn
 
 from rsanet.config import Config, ConfigError, config_from_dict, load_config, parse_overrides
 from rsanet.data import ClipSampler, VideoDataset, VideoRecord, build_decoder, build_transform, normalize_clip
+from rsanet.data.sets import dataset_module
 from rsanet.dist import resolve_device
 from rsanet.engine.weights import load_model_weights, read_model_weights
 
-__all__ = ["SYNTHETIC_PREFIX", "resolve_config", "load_model", "class_names", "single_video_dataset", "video_views",
-           "load_clip", "clip_to_frames"]
-
-SYNTHETIC_PREFIX = "synthetic://"  # a generated video of the synthetic benchmark: synthetic://<split>/<index>
+__all__ = ["resolve_config", "load_model", "class_names", "single_video_dataset", "video_views", "load_clip",
+           "clip_to_frames"]
 
 
 def _deep_update(base: dict, updates: dict) -> dict:
@@ -45,8 +44,8 @@ def resolve_config(config: Optional[str | os.PathLike], checkpoint: str | os.Pat
     None, the resolved config stored in ``checkpoint`` (plus ``overrides``)."""
     if config is not None:
         cfg = load_config(config, list(overrides))
-        from rsanet.data.check import resolve_list
-        resolve_list(cfg, ["train", "val", "test"])  # a list dataset's num_classes 0 / backend auto, from its files
+        from rsanet.data.check import resolve_from_files
+        resolve_from_files(cfg, ["train", "val", "test"])  # e.g. a list dataset's num_classes 0 / backend auto
         return cfg
     weights = read_model_weights(checkpoint)
     stored = weights.config
@@ -56,7 +55,7 @@ def resolve_config(config: Optional[str | os.PathLike], checkpoint: str | os.Pat
     if stored is None:
         raise ConfigError(f"{checkpoint} is a bare state dict without a stored config; pass --config")
     data = _deep_update(copy.deepcopy(stored), parse_overrides(list(overrides)))
-    return config_from_dict(data, source=f"config stored in {checkpoint}", world_size=1)
+    return config_from_dict(data, source=f"config stored in {checkpoint}")
 
 
 def load_model(cfg: Config, checkpoint: str | os.PathLike, device: str | torch.device = "cpu",
@@ -84,43 +83,24 @@ def load_model(cfg: Config, checkpoint: str | os.PathLike, device: str | torch.d
 def class_names(cfg: Config) -> list[str]:
     """Class names in label order from the dataset's label map (``data.label_file``; the synthetic benchmark
     names its own classes). Only the label file is read, never the annotation files."""
-    from rsanet.data.parsers import read_dataset_classes, read_list_classes
-
-    d = cfg.data
-    if d.dataset == "synthetic":
-        from rsanet.data.synthetic import SyntheticSpec
-
-        names = SyntheticSpec.from_config(cfg).classes
-    elif d.dataset == "list":
-        names = read_list_classes(d.label_file, cfg.model.num_classes)
-    else:
-        if not d.label_file:
-            raise ConfigError(f"`data.label_file` is not set: the class names of dataset {d.dataset!r} come from "
-                              "its official label file (see data/<dataset>/README.md)")
-        names = read_dataset_classes(d.dataset, d.label_file)
+    names = dataset_module(cfg.data.dataset).class_names(cfg)
     if len(names) != cfg.model.num_classes:
-        raise ConfigError(f"the label map of {d.dataset!r} ({d.label_file or 'synthetic classes'}) has "
+        raise ConfigError(f"the label map of {cfg.data.dataset!r} ({cfg.data.label_file or 'its own classes'}) has "
                           f"{len(names)} classes but model.num_classes={cfg.model.num_classes}")
     return list(names)
 
 
-def _synthetic_source(cfg: Config, path: str):
-    """(decoder, record) of a generated video ``synthetic://<split>/<index>`` of the config's benchmark."""
-    from rsanet.data.synthetic import SyntheticDecoder, SyntheticSpec
-
-    if cfg.data.dataset != "synthetic":
-        raise ValueError(f"{path}: synthetic:// videos need a synthetic config (data.dataset is {cfg.data.dataset!r})")
-    spec = SyntheticSpec.from_config(cfg)
-    return SyntheticDecoder(spec), VideoRecord(path=path, num_frames=spec.frames, video_id=path)
-
-
 def single_video_dataset(cfg: Config, path: str | os.PathLike, classes: Sequence[str]) -> VideoDataset:
     """A one-video test dataset over ``path``: a video file (decord), a frame folder (``data.frame_template``
-    from ``data.frame_start``) or, for a synthetic config, a generated video ``synthetic://<split>/<index>``.
-    Views follow ``test.clips`` x ``test.crops``; nothing is decoded yet."""
+    from ``data.frame_start``) or a video the config's dataset names itself (``synthetic://<split>/<index>`` of
+    a synthetic config). Views follow ``test.clips`` x ``test.crops``; nothing is decoded yet."""
     d = cfg.data
-    if str(path).startswith(SYNTHETIC_PREFIX):
-        decoder, record = _synthetic_source(cfg, str(path))
+    own = dataset_module(d.dataset).open_video(cfg, str(path))
+    if own is not None:
+        decoder, record = own
+    elif "://" in str(path):
+        raise ValueError(f"{path}: not a video of data.dataset={d.dataset!r} (e.g. synthetic://test/3 needs a "
+                         "synthetic config), nor a file or folder")
     else:
         path = Path(path).expanduser()
         if not path.exists():

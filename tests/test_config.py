@@ -1,4 +1,5 @@
-"""Config: strict YAML merge, --opts overrides, close-key suggestions, type errors, derived values, round trip."""
+"""Config: strict YAML merge, --opts overrides, close-key suggestions, type errors, what the dataset decides,
+_base_ inheritance, keys of older versions, round trip."""
 import subprocess
 import sys
 from pathlib import Path
@@ -6,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rsanet.config import (Config, ConfigError, config_from_dict, config_to_dict, dump_config, load_config,
-                           parse_overrides)
+from rsanet.config import (Config, ConfigError, config_chain, config_from_dict, config_to_dict, dump_config,
+                           load_config, parse_overrides, upgrade_config_dict)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,27 +107,25 @@ def test_cross_field_rules():
 def test_compile_with_sync_bn_is_refused_with_the_reason():
     with pytest.raises(ConfigError, match=r"`train.compile` with `train.sync_bn` is refused: .*breaks the graph at "
                                           r"every one.*set one of them to false"):
-        load_config(None, ["train.compile=true", "train.sync_bn=true"], world_size=8)
-    assert load_config(None, ["train.compile=true"], world_size=8).train.compile
-    assert load_config(None, ["train.sync_bn=true"], world_size=8).train.sync_bn
+        load_config(None, ["train.compile=true", "train.sync_bn=true"])
+    assert load_config(None, ["train.compile=true"]).train.compile
+    assert load_config(None, ["train.sync_bn=true"]).train.sync_bn
 
 
-def test_derived_lr_is_scaled_to_total_batch():
-    cfg = load_config(None, ["train.batch_size=8", "train.accumulate=2", "train.lr=0.02"], world_size=4)
-    assert cfg.train.total_batch == 64 and cfg.train.scaled_lr == pytest.approx(0.02)
-    cfg = load_config(None, ["train.batch_size=8"], world_size=1)
-    assert cfg.train.total_batch == 8 and cfg.train.scaled_lr == pytest.approx(0.02 * 8 / 64)
-    # A derived value written into a file is recomputed, never trusted.
-    cfg = load_config(None, ["train.scaled_lr=5.0"], world_size=2)
-    assert cfg.train.scaled_lr == pytest.approx(0.02 * 16 / 64)
+def test_the_config_holds_no_derived_value():
+    """World size, total batch and scaled LR belong to a run (rsanet.engine.run_state), not to the config."""
+    keys = set(config_to_dict(load_config(None))["train"]) | set(config_to_dict(load_config(None))["runtime"])
+    assert not keys & {"world_size", "total_batch", "scaled_lr"}
 
 
 def test_dump_then_load_round_trip(tmp_path):
     cfg = load_config(None, ["model.transform.kernel_size=[3,5,5]", "data.dataset=synthetic", "test.crops=3",
+                             "data.synthetic.frames=12", "data.synthetic.resolution=[40,48]",
                              "model.pretrained=/x/resnet50.pth", "train.amp=bf16"])
     out = tmp_path / "resolved.yaml"
     dump_config(cfg, out)
     assert yaml.safe_load(out.read_text())["model"]["transform"]["kernel_size"] == [3, 5, 5]
+    assert yaml.safe_load(out.read_text())["data"]["synthetic"]["resolution"] == [40, 48]
     again = load_config(out)
     again.runtime.work_dir = cfg.runtime.work_dir
     assert config_to_dict(again) == config_to_dict(cfg)
@@ -138,8 +137,8 @@ def test_every_key_has_a_comment():
 
     import rsanet.config as C
     src = inspect.getsource(C)
-    for cls in (C.TransformConfig, C.ModelConfig, C.DataConfig, C.TrainConfig, C.TestConfig, C.RuntimeConfig,
-                C.Config):
+    for cls in (C.TransformConfig, C.ModelConfig, C.DataConfig, C.SyntheticConfig, C.TrainConfig, C.TestConfig,
+                C.RuntimeConfig, C.Config):
         for line in inspect.getsource(cls).splitlines():
             s = line.strip()
             if ":" in s and "=" in s and not s.startswith(("#", '"', "def", "class")):
@@ -148,7 +147,8 @@ def test_every_key_has_a_comment():
 
 
 def test_every_committed_config_loads():
-    paths = sorted((ROOT / "configs").rglob("*.yaml"))
+    paths = sorted((ROOT / "configs").rglob("*.yaml"))  # the _base_ files too: each is a valid config alone
+    assert len(paths) > 60
     for p in paths:
         load_config(p)
 
@@ -198,9 +198,131 @@ def test_num_classes_and_backend_left_unset_follow_the_dataset():
                                       ("gym288", 288, "video")]:
         cfg = load_config(None, [f"data.dataset={dataset}"])
         assert (cfg.model.num_classes, cfg.data.backend) == (classes, backend)
-    cfg = load_config(None, ["data.dataset=synthetic", "data.synthetic_classes=5"])
-    assert cfg.model.num_classes == 5
+    cfg = load_config(None, ["data.dataset=synthetic", "data.synthetic.classes=5"])
+    assert cfg.model.num_classes == 5 and cfg.data.backend == "auto"  # generated: no files, no backend
     cfg = load_config(None, ["data.dataset=list"])  # decided by the list's files when they are read
     assert (cfg.model.num_classes, cfg.data.backend) == (0, "auto")
     with pytest.raises(ConfigError, match=r"`model.num_classes` must be positive \(or 0"):
         load_config(None, ["model.num_classes=-1"])
+
+
+# ---------------------------------------------------------------------------------------- _base_ files
+def test_base_files_merge_deeply_and_the_file_wins(tmp_path):
+    (tmp_path / "bases").mkdir()
+    write(tmp_path / "bases", "model:\n  width: 16\n  transform:\n    queries: 4\n    kernel_size: [3, 3, 3]\n"
+                              "train:\n  epochs: 7\n  warmup_epochs: 1\n", "recipe.yaml")
+    write(tmp_path / "bases", "_base_: recipe.yaml\nmodel:\n  transform:\n    queries: 2\n", "mid.yaml")
+    write(tmp_path / "bases", "data:\n  resize: [64, 80]\ntrain:\n  epochs: 9\n", "other.yaml")
+    leaf = write(tmp_path, "_base_: [bases/mid.yaml, bases/other.yaml]\nmodel:\n  transform:\n"
+                           "    kernel_size: [5, 5, 5]\n", "leaf.yaml")
+    cfg = load_config(leaf)
+    t = cfg.model.transform
+    assert (cfg.model.width, t.queries, t.kernel_size) == (16, 2, [5, 5, 5])  # nested keys merge; lists replace
+    assert (cfg.train.epochs, cfg.train.warmup_epochs, cfg.data.resize) == (9, 1, [64, 80])  # bases in order
+    assert t.latent_dim == 0 and cfg.runtime.work_dir == str(Path("work_dirs") / "leaf")  # defaults; leaf's name
+    assert [p.name for p, _ in config_chain(leaf)] == ["recipe.yaml", "mid.yaml", "other.yaml", "leaf.yaml"]
+    # the resolved config equals the same keys written in one file
+    flat = write(tmp_path, "model:\n  width: 16\n  transform:\n    queries: 2\n    kernel_size: [5, 5, 5]\n"
+                           "data:\n  resize: [64, 80]\ntrain:\n  epochs: 9\n  warmup_epochs: 1\n", "leaf_flat.yaml")
+    one = config_to_dict(load_config(flat))
+    one["runtime"]["work_dir"] = cfg.runtime.work_dir
+    assert one == config_to_dict(cfg)
+
+
+def test_errors_in_a_base_file_name_that_file(tmp_path, caplog):
+    write(tmp_path, "train:\n  epoks: 3\n", "base.yaml")
+    with pytest.raises(ConfigError, match=r"base\.yaml: unknown key `train.epoks`; did you mean `train.epochs`"):
+        load_config(write(tmp_path, "_base_: base.yaml\n"))
+    write(tmp_path, "train:\n  lr: 0.1\n  lr: 0.2\n", "dup.yaml")
+    with caplog.at_level("WARNING", logger="rsanet"):
+        assert load_config(write(tmp_path, "_base_: dup.yaml\n", "child.yaml")).train.lr == 0.2
+    assert any("dup.yaml:3: key `lr` is given twice" in r.getMessage() for r in caplog.records)
+    with pytest.raises(ConfigError, match=r"config file not found: .*nowhere\.yaml"):
+        load_config(write(tmp_path, "_base_: nowhere.yaml\n", "lost.yaml"))
+    with pytest.raises(ConfigError, match="`_base_` must be a file name or a list of file names"):
+        load_config(write(tmp_path, "_base_: {a: 1}\n", "odd.yaml"))
+
+
+def test_a_base_cycle_is_named_with_its_chain(tmp_path):
+    write(tmp_path, "_base_: b.yaml\n", "a.yaml")
+    write(tmp_path, "_base_: c.yaml\n", "b.yaml")
+    write(tmp_path, "_base_: a.yaml\ntrain:\n  epochs: 3\n", "c.yaml")
+    with pytest.raises(ConfigError, match="cycle") as e:
+        load_config(tmp_path / "a.yaml")
+    chain = str(e.value).split("cycle: ")[1]
+    assert [Path(p).name for p in chain.split(" -> ")] == ["a.yaml", "b.yaml", "c.yaml", "a.yaml"]
+    write(tmp_path, "_base_: self.yaml\n", "self.yaml")
+    with pytest.raises(ConfigError, match=r"self\.yaml -> .*self\.yaml"):
+        load_config(tmp_path / "self.yaml")
+
+
+def test_print_config_shows_the_resolved_config_and_exits(tmp_path, capsys):
+    from test_tools_support import load_tool
+
+    config = ROOT / "configs" / "ssv1_rsa_16f.yaml"
+    assert load_tool("train").main(["--config", str(config), "--print-config", "--opts", "train.lr=0.01",
+                                    "--work-dir", str(tmp_path / "w")]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed == config_to_dict(load_config(config, ["train.lr=0.01"]))
+    assert printed["model"]["num_segments"] == 16 and printed["model"]["transform"]["l2_eps"] == 1e-6
+    assert not (tmp_path / "w").exists()  # nothing was run
+    unused = str(tmp_path / "not_read.pth")  # with --config, --print-config reads no checkpoint
+    assert load_tool("test").main(["--config", str(config), "--checkpoint", unused, "--print-config"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["train"]["epochs"] == 80
+
+
+# ----------------------------------------------------------------------------- names and value hints
+def test_dataset_names_come_from_the_dataset_table():
+    from rsanet.data.sets import DATASETS
+
+    for name in DATASETS:
+        assert load_config(None, [f"data.dataset={name}"]).data.dataset == name
+    with pytest.raises(ConfigError, match=r"`data.dataset` is 'divng48', expected one of ssv1, ssv2, .*synthetic; "
+                                          r"did you mean 'diving48'\?"):
+        load_config(None, ["data.dataset=divng48"])
+
+
+def test_a_misspelled_choice_names_the_closest_allowed_value():
+    with pytest.raises(ConfigError, match=r"`model.transform.norm` expects 'l2' \| 'none' \| 'batchnorm', got "
+                                          r"'batchnrom' \(str\); did you mean 'batchnorm'\?"):
+        load_config(None, ["model.transform.norm=batchnrom"])
+
+
+def test_the_synthetic_section_is_checked_when_the_dataset_is_synthetic():
+    with pytest.raises(ConfigError, match=r"`data.synthetic.classes` must be in 2..8, got 9"):
+        load_config(None, ["data.dataset=synthetic", "data.synthetic.classes=9"])
+    with pytest.raises(ConfigError, match=r"`data.synthetic.resolution` needs \[H, W\]"):
+        load_config(None, ["data.dataset=synthetic", "data.synthetic.resolution=[32]"])
+    assert load_config(None, ["data.synthetic.classes=9"]).data.dataset == "ssv1"  # unused: not checked
+
+
+# --------------------------------------------------------------------------------- older keys
+OLD_SYNTHETIC = {"model": {"num_classes": 3}, "train": {"lr": 0.1, "total_batch": 64, "scaled_lr": 0.1},
+                 "runtime": {"world_size": 8},
+                 "data": {"dataset": "synthetic", "train_size": 40, "val_size": 12, "synthetic_frames": 6,
+                          "synthetic_resolution": [24, 24], "synthetic_classes": 3, "synthetic_seed": 5}}
+
+
+def test_checkpoint_configs_of_older_versions_load_with_today_s_keys(caplog):
+    with caplog.at_level("WARNING", logger="rsanet"):
+        cfg = config_from_dict(OLD_SYNTHETIC, source="old checkpoint")
+    assert not caplog.records  # a stored config is read silently
+    s = cfg.data.synthetic
+    assert (s.train_size, s.val_size, s.frames, s.resolution, s.classes, s.seed) == (40, 12, 6, [24, 24], 3, 5)
+    assert cfg.train.lr == 0.1 and "scaled_lr" not in config_to_dict(cfg)["train"]
+    assert upgrade_config_dict(OLD_SYNTHETIC)["data"]["synthetic"]["frames"] == 6
+    assert OLD_SYNTHETIC["data"]["synthetic_frames"] == 6  # the caller's dict is left alone
+
+
+def test_old_keys_in_a_file_or_opts_are_read_with_a_note(tmp_path, caplog):
+    p = write(tmp_path, yaml.safe_dump(OLD_SYNTHETIC))
+    with caplog.at_level("WARNING", logger="rsanet"):
+        cfg = load_config(p, ["data.synthetic_seed=7"])
+    assert cfg.data.synthetic.frames == 6 and cfg.data.synthetic.seed == 7
+    notes = [r.getMessage() for r in caplog.records]
+    assert f"{p}: `data.synthetic_frames` is now `data.synthetic.frames`; read as `data.synthetic.frames: 6`" in notes
+    assert any(n.startswith("--opts: `data.synthetic_seed` is now `data.synthetic.seed`") for n in notes)
+    assert any("`train.scaled_lr` (0.1) is no longer a config key and is ignored" in n for n in notes)
+    with pytest.raises(ConfigError, match=r"`data.synthetic_frames` \(the old name of `data.synthetic.frames`\) and "
+                                          r"`data.synthetic.frames` are both given"):
+        load_config(None, ["data.synthetic_frames=6", "data.synthetic.frames=8"])

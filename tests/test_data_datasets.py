@@ -23,7 +23,7 @@ from rsanet.config import load_config
 from rsanet.data import (BadDataError, DecodeTimeout, FrameFolderDecoder, VideoFileDecoder, VideoRecord, build_dataset,
                          check_bad_fraction)
 from rsanet.data.datasets import call_with_timeout
-from rsanet.data.media import frame_index_of, index_frames, write_frame_folder, write_video
+from rsanet.testing.media import frame_index_of, index_frames, write_frame_folder, write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
@@ -308,9 +308,9 @@ def test_in_memory_decoders_run_without_the_watchdog_thread(monkeypatch):
 
     from rsanet.config import load_config
 
-    cfg = load_config(None, ["data.dataset=synthetic", "data.train_size=4", "data.val_size=4",
-                             "data.synthetic_frames=4", "model.num_segments=4", "data.synthetic_resolution=[32,32]",
-                             "data.resize=[32,32]", "data.crop_size=32", "data.synthetic_classes=2",
+    cfg = load_config(None, ["data.dataset=synthetic", "data.synthetic.train_size=4", "data.synthetic.val_size=4",
+                             "data.synthetic.frames=4", "model.num_segments=4", "data.synthetic.resolution=[32,32]",
+                             "data.resize=[32,32]", "data.crop_size=32", "data.synthetic.classes=2",
                              "model.num_classes=2", "data.decode_timeout=0.000000001"])
     ds = build_dataset(cfg, "train")
     assert ds.decode_timeout == 0.0 and cfg.data.decode_timeout > 0

@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from rsanet.data.labels import AnnotationError, left_right_pairs, swap_left_right
-from rsanet.data.parsers import (read_annotations, read_diving48, read_diving48_classes, read_gym, read_gym_classes,
-                                 read_list, read_ssv1, read_ssv1_classes, read_ssv2, read_ssv2_classes)
+from rsanet.data.sets import diving48, gym99, lists, ssv1, ssv2
 from rsanet.data.transforms import FlipPolicy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +33,7 @@ def test_ssv1_pinned_order_is_alphabetical_and_equals_ssv2(tmp_path):
     csv_order = lines(DATA / "ssv1" / "classes_csv_order.txt")
     labels_csv = tmp_path / "something-something-v1-labels.csv"
     labels_csv.write_text("\n".join(csv_order) + "\n")  # the official file: one name per line, CSV order
-    classes = read_ssv1_classes(labels_csv)
+    classes = ssv1.read_classes(labels_csv)
     assert classes == pinned("ssv1") == pinned("ssv2")
     assert len(classes) == 174 and classes != csv_order  # the two orders really differ
     assert classes[0] == "Approaching something with your camera"
@@ -48,14 +47,14 @@ def test_ssv2_labels_json_order(tmp_path):
     random.Random(0).shuffle(items)  # the index strings, not the key order, define the classes
     labels_json = tmp_path / "something-something-v2-labels.json"
     labels_json.write_text(json.dumps(dict(items)))
-    assert read_ssv2_classes(labels_json) == pinned("ssv2")
+    assert ssv2.read_classes(labels_json) == pinned("ssv2")
 
 
 def test_diving48_vocab_gives_the_pinned_names(tmp_path):
     names = lines(SHARED / "diving48_classes.txt") if SHARED.is_dir() else pinned("diving48")
     vocab = tmp_path / "Diving48_vocab.json"
     vocab.write_text(json.dumps([name.split("+") for name in names]))
-    got = read_diving48_classes(vocab)
+    got = diving48.read_classes(vocab)
     assert got == pinned("diving48") and len(got) == 48
     assert all(len(n.split("+")) == 4 for n in got)
 
@@ -65,7 +64,7 @@ def test_gym99_categories_give_the_pinned_names(tmp_path):
     cats = tmp_path / "gym99_categories.txt"
     rows = [f"Clabel: {i}; set: {1 + i // 20}; Glabel: {3 * i + 1}; {name}" for i, name in enumerate(names)]
     cats.write_text("\n".join(reversed(rows)) + "\n")  # Clabel, not line order, is the class index
-    got = read_gym_classes(cats)
+    got = gym99.read_classes(cats)
     assert got == pinned("gym99") and len(got) == 99
     assert got[0].startswith("(VT) round-off, flic-flac with 0.5 turn on")
     assert got[58] == got[70] == "(BB) salto backward tucked"  # a real duplicate name: two distinct classes
@@ -80,16 +79,16 @@ def test_ssv1_annotations(tmp_path, ss_names):
                      "42;Pushing something from left to right\n\n")
     test = tmp_path / "something-something-v1-test.csv"
     test.write_text("7\n8\n")
-    classes = read_ssv1_classes(labels_csv)
-    recs = read_ssv1(train, classes, backend="frames")
+    classes = ssv1.read_classes(labels_csv)
+    recs = ssv1.read_records(train, classes, backend="frames")
     assert [(r.path, r.label, r.video_id) for r in recs] == [
         ("100218", ss_names.index("Something falling like a feather or paper"), "100218"),
         ("42", ss_names.index("Pushing something from left to right"), "42")]
-    assert [(r.path, r.label) for r in read_ssv1(test, classes)] == [("7", -1), ("8", -1)]
+    assert [(r.path, r.label) for r in ssv1.read_records(test, classes)] == [("7", -1), ("8", -1)]
     bad = tmp_path / "bad.csv"
     bad.write_text("1;Holding something\n2;Juggling something\n")
     with pytest.raises(AnnotationError, match=r"bad.csv:2: unknown class 'Juggling something'"):
-        read_ssv1(bad, classes)
+        ssv1.read_records(bad, classes)
 
 
 def test_ssv2_annotations(tmp_path, ss_names):
@@ -103,16 +102,17 @@ def test_ssv2_annotations(tmp_path, ss_names):
          "template": "Pushing [something] from right to left", "placeholders": ["a pen"]}]))
     test = tmp_path / "test.json"
     test.write_text(json.dumps([{"id": "1420"}]))
-    recs, classes = read_annotations("ssv2", train, labels, backend="video")
+    classes = ssv2.read_classes(labels)
+    recs = ssv2.read_records(train, classes, backend="video")
     assert classes == ss_names
     assert [(r.path, r.label) for r in recs] == [
         ("78687.webm", ss_names.index("Holding something next to something")),
         ("42326.webm", ss_names.index("Pushing something from right to left"))]
-    assert [(r.path, r.label) for r in read_ssv2(test, classes, backend="frames")] == [("1420", -1)]
+    assert [(r.path, r.label) for r in ssv2.read_records(test, classes, backend="frames")] == [("1420", -1)]
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"id": "5", "template": "Dancing with [something]"}]))
     with pytest.raises(AnnotationError, match=r"entry 0 \(id 5\).*'Dancing with something'"):
-        read_ssv2(bad, classes)
+        ssv2.read_records(bad, classes)
 
 
 def test_diving48_annotations_keep_the_span(tmp_path):
@@ -120,47 +120,47 @@ def test_diving48_annotations_keep_the_span(tmp_path):
     ann = tmp_path / "Diving48_V2_train.json"
     ann.write_text(json.dumps([{"vid_name": "-mmq0PT-u8k_00155", "label": 0, "start_frame": 0, "end_frame": 184},
                                {"vid_name": "abc_00001", "label": 47, "start_frame": 10, "end_frame": 20}]))
-    recs = read_diving48(ann, classes)
+    recs = diving48.read_records(ann, classes)
     assert [(r.path, r.label, r.start, r.end, r.video_id) for r in recs] == [
         ("rgb/-mmq0PT-u8k_00155.mp4", 0, 0, 184, "-mmq0PT-u8k_00155"), ("rgb/abc_00001.mp4", 47, 10, 20, "abc_00001")]
     assert recs[1].clip_frames == 10  # end_frame is exclusive: frames 10..19
     ann.write_text(json.dumps([{"vid_name": "x", "label": 48, "start_frame": 0, "end_frame": 5}]))
     with pytest.raises(AnnotationError, match="label 48"):
-        read_diving48(ann, classes)
+        diving48.read_records(ann, classes)
 
 
 def test_gym_and_list_annotations(tmp_path):
     classes = pinned("gym99")
     ann = tmp_path / "gym99_val_element.txt"
     ann.write_text("A0xAXXysHUo_E_002184_002237_A_0035_0036 12\nzz_E_000001_000005_A_0001_0002 0\n")
-    recs = read_gym(ann, classes)
+    recs = gym99.read_records(ann, classes)
     assert [(r.path, r.label) for r in recs] == [("A0xAXXysHUo_E_002184_002237_A_0035_0036.mp4", 12),
                                                  ("zz_E_000001_000005_A_0001_0002.mp4", 0)]
     ann.write_text("only_an_id\n")
     with pytest.raises(AnnotationError, match=r"gym99_val_element.txt:1: expected '<clip id> <label>'"):
-        read_gym(ann, classes)
+        gym99.read_records(ann, classes)
     lst = tmp_path / "train.txt"
     lst.write_text("folder with space/v1 30 2\nv2 7 0\n")
-    assert [(r.path, r.num_frames, r.label) for r in read_list(lst, ["a", "b", "c"])] == [
+    assert [(r.path, r.num_frames, r.label) for r in lists.read_records(lst, ["a", "b", "c"])] == [
         ("folder with space/v1", 30, 2), ("v2", 7, 0)]
     lst.write_text("my clip.mp4 1\nv3 seven 0\n")  # mmaction2's `<path> <label>`: frame counts found on decoding
-    assert [(r.path, r.num_frames, r.label) for r in read_list(lst, ["a", "b"])] == [
+    assert [(r.path, r.num_frames, r.label) for r in lists.read_records(lst, ["a", "b"])] == [
         ("my clip.mp4", 0, 1), ("v3 seven", 0, 0)]
     lst.write_text("v3 seven\n")
     with pytest.raises(AnnotationError, match=r"train.txt:1: expected '<path> <num_frames> <label>' or"):
-        read_list(lst, ["a"])
+        lists.read_records(lst, ["a"])
     with pytest.raises(FileNotFoundError, match="nowhere.txt"):
-        read_list(tmp_path / "nowhere.txt", ["a"])
+        lists.read_records(tmp_path / "nowhere.txt", ["a"])
 
 
 def test_gym_categories_errors(tmp_path):
     cats = tmp_path / "cats.txt"
     cats.write_text("Clabel: 0; set: 1; Glabel: 1; a\nClabel: 2; set: 1; Glabel: 3; b\n")
     with pytest.raises(AnnotationError, match="Clabel values must be 0..1"):
-        read_gym_classes(cats)
+        gym99.read_classes(cats)
     cats.write_text("0 a\n")
     with pytest.raises(AnnotationError, match="cats.txt:1"):
-        read_gym_classes(cats)
+        gym99.read_classes(cats)
 
 
 # ---------------------------------------------------------------------------------- flip policy

@@ -9,9 +9,10 @@ import yaml
 
 from rsanet.config import load_config
 from rsanet.data import build_dataset
-from rsanet.data.media import index_frames, write_frame_folder, write_video
-from rsanet.data.prepare import (cut_command, extract_frames_command, ffmpeg_pattern, find_ffmpeg, finegym_cut_plan,
-                                 frame_jobs, partial_path, read_clip_ids, run_jobs)
+from rsanet.prep.finegym import cut_command, finegym_cut_plan, read_clip_ids
+from rsanet.prep.frames import extract_frames_command, ffmpeg_pattern, frame_jobs
+from rsanet.prep.jobs import find_ffmpeg, partial_path, run_jobs
+from rsanet.testing.media import index_frames, write_frame_folder, write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = """\
 model: {arch: resnet18, width: 8, num_classes: 2, num_segments: 4, pretrained: null,
         transform: {positions: [[1], [], [], []], kernel_size: [3, 3, 3]}}
-data: {dataset: synthetic, synthetic_classes: 2, synthetic_frames: 4, synthetic_resolution: [32, 32],
-       resize: [32, 32], crop_size: 32, num_workers: 0, train_size: 16, val_size: 4}
+data: {dataset: synthetic, synthetic: {classes: 2, frames: 4, resolution: [32, 32], train_size: 16, val_size: 4},
+       resize: [32, 32], crop_size: 32, num_workers: 0}
 train: {epochs: EPOCHS, warmup_epochs: 0, batch_size: 2, accumulate: 2, lr: 0.5}
 test: {batch_size: 4}
 runtime: {log_interval: 1, tensorboard: false, progress: false, dist_timeout_minutes: 1}
@@ -189,14 +189,15 @@ def test_two_processes_with_accumulation_equal_one_process_with_the_same_batch(t
     r = launch(tmp_path, 1, linear=True)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     two = torch.load(tmp_path / "w" / "node0" / "last.pth", weights_only=True)
-    assert two["global_step"] == 2 and two["world_size"] == 2
+    assert two["global_step"] == 2 and two["run_state"]["world_size"] == 2
 
     monkeypatch.setattr(runner, "_build_datasets", lambda cfg, splits: {s: TinyData() for s in splits})
     monkeypatch.setattr(runner, "prepare_model", lambda cfg, ctx, train: LinearModel().to(ctx.device))
-    cfg = load_config(tmp_path / "tiny1.yaml", ["train.batch_size=4"], world_size=1)
+    cfg = load_config(tmp_path / "tiny1.yaml", ["train.batch_size=4"])
     run_training(cfg, tmp_path / "one")
     one = torch.load(tmp_path / "one" / "last.pth", weights_only=True)
-    assert one["global_step"] == 2 and one["config"]["train"]["total_batch"] == two["config"]["train"]["total_batch"]
+    assert one["global_step"] == 2 and one["run_state"]["total_batch"] == two["run_state"]["total_batch"] == 8
+    assert (one["run_state"]["world_size"], one["run_state"]["clips_per_process"]) == (1, 8)
     assert not torch.allclose(one["model"]["fc.weight"], two["model"]["fc.weight"] * 0)
     for k in one["model"]:
         torch.testing.assert_close(two["model"][k], one["model"][k], rtol=0, atol=1e-6)

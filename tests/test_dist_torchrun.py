@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = """\
 model: {arch: resnet18, width: 8, num_classes: 2, num_segments: 4, pretrained: null,
         transform: {positions: [[1], [], [], []], kernel_size: [3, 3, 3]}}
-data: {dataset: synthetic, synthetic_classes: 2, synthetic_frames: 4, synthetic_resolution: [32, 32],
-       resize: [32, 32], crop_size: 32, num_workers: 0, train_size: 8, val_size: 7}
+data: {dataset: synthetic, synthetic: {classes: 2, frames: 4, resolution: [32, 32], train_size: 8, val_size: 7},
+       resize: [32, 32], crop_size: 32, num_workers: 0}
 train: {epochs: 1, warmup_epochs: 0, batch_size: 2, accumulate: 2, lr: 0.5}
 test: {batch_size: 4, clips: 3}
 runtime: {log_interval: 1, tensorboard: false, progress: false, dist_timeout_minutes: 5}
@@ -51,16 +51,18 @@ def test_two_process_train_and_test_equal_one_process(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     ckpt = torch.load(w / "last.pth", weights_only=True)
     # 8 clips / (2 per step x 2 accumulated x 2 processes) = 1 optimizer step; LR scaled to the total batch 8.
-    assert ckpt["world_size"] == 2 and ckpt["global_step"] == 1 and ckpt["steps_per_epoch"] == 1
-    assert ckpt["config"]["train"]["total_batch"] == 8 and len(ckpt["rng"]) == 2
-    assert ckpt["config"]["train"]["scaled_lr"] == pytest.approx(0.5 * 8 / 64)
+    run = ckpt["run_state"]
+    assert run["world_size"] == 2 and ckpt["global_step"] == 1 and ckpt["steps_per_epoch"] == 1
+    assert run["total_batch"] == 8 and run["clips_per_process"] == 4 and len(ckpt["rng"]) == 2
+    assert run["scaled_lr"] == pytest.approx(0.5 * 8 / 64) and "scaled_lr" not in ckpt["config"]["train"]
+    assert ckpt["optimizer"]["param_groups"][0]["initial_lr"] == pytest.approx(0.5 * 8 / 64)
     assert "2 process(es)" in (w / "train.log").read_text()
 
     # 7 videos x 3 clips = 21 views: the 2-rank sampler pads one duplicate, which must be dropped.
     r = torchrun(ROOT / "tools" / "test.py", "--config", cfg_path, "--checkpoint", w / "last.pth",
                  "--work-dir", w / "two")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    one = run_test(load_config(cfg_path, world_size=1), w / "last.pth", w / "one")
+    one = run_test(load_config(cfg_path), w / "last.pth", w / "one")
     m1 = json.loads((w / "one" / "test_metrics.json").read_text())
     m2 = json.loads((w / "two" / "test_metrics.json").read_text())
     for key in ("top1", "top5", "mean_class_accuracy", "num_videos", "views"):
@@ -73,7 +75,7 @@ def test_two_process_train_and_test_equal_one_process(tmp_path):
 
     # The validation run inside the 2-process training (same split and views) agrees too.
     val = [json.loads(x) for x in (w / "metrics.jsonl").read_text().splitlines() if '"val"' in x][-1]
-    one_val = run_test(load_config(cfg_path, ["test.split=val"], world_size=1), w / "last.pth", w / "one_val")
+    one_val = run_test(load_config(cfg_path, ["test.split=val"]), w / "last.pth", w / "one_val")
     assert val["top1"] == one_val["top1"] and val["top5"] == one_val["top5"]
 
 

@@ -2,7 +2,7 @@
 import json
 import logging
 
-from rsanet.logging import RunLogger
+from rsanet.runlog import RunLogger
 
 
 def test_rank0_writes_text_jsonl_and_tensorboard(tmp_path):

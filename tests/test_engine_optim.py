@@ -1,6 +1,7 @@
 """Optimizer recipe: parameter groups, LR scaling, warm-up + cosine schedules (per step, and per epoch as in the
 authors' code) and label smoothing, each checked against values worked out by hand or printed in the authors'
 training logs."""
+import json
 import math
 
 import pytest
@@ -10,6 +11,7 @@ from torch import nn
 from rsanet.config import load_config
 from rsanet.engine.optim import (EpochWarmupCosine, WarmupCosine, build_criterion, build_optimizer, build_scheduler,
                                  param_groups)
+from rsanet.engine.run_state import RunState
 
 STEP = ["train.lr_schedule=step", "train.min_lr_ratio=0"]  # our per-step schedule, decaying to 0
 
@@ -45,8 +47,8 @@ def test_param_groups_no_decay_on_bn_and_bias():
 
 
 def test_build_optimizer_is_nesterov_sgd_at_scaled_lr():
-    cfg = load_config(None, ["train.batch_size=8", "train.lr=0.02"], world_size=2)  # total 16 -> 0.005
-    opt = build_optimizer(cfg, Tiny())
+    cfg = load_config(None, ["train.batch_size=8", "train.lr=0.02"])
+    opt = build_optimizer(cfg, Tiny(), RunState.of(cfg, world_size=2))  # total 16 -> 0.005
     assert isinstance(opt, torch.optim.SGD)
     assert [g["weight_decay"] for g in opt.param_groups] == [5e-4, 0.0]
     for g in opt.param_groups:
@@ -70,9 +72,10 @@ def test_real_model_groups_match_a_hand_made_list():
     assert any(".conv2.H1" in n for n in decay["names"])  # the RSA kernels are decayed like conv weights
 
 
-def lrs_over(cfg, steps_per_epoch):
-    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg.train.scaled_lr)
-    sched = build_scheduler(cfg, opt, steps_per_epoch)
+def lrs_over(cfg, steps_per_epoch, world_size=1):
+    run = RunState.of(cfg, world_size)
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=run.scaled_lr)
+    sched = build_scheduler(cfg, opt, steps_per_epoch, run)
     out = []
     for _ in range(cfg.train.epochs * steps_per_epoch):
         out.append(opt.param_groups[0]["lr"])
@@ -84,9 +87,9 @@ def lrs_over(cfg, steps_per_epoch):
 def test_warmup_then_cosine_hand_values():
     # 4 processes x 8 clips x accumulate 2 = 64 clips: the reference batch, so the LR is 0.02 unchanged.
     cfg = load_config(None, ["train.epochs=10", "train.warmup_epochs=2", "train.batch_size=8",
-                             "train.accumulate=2", *STEP], world_size=4)
-    assert cfg.train.scaled_lr == pytest.approx(0.02)
-    lrs = lrs_over(cfg, steps_per_epoch=5)  # 50 steps, 10 of warm-up, 40 of cosine
+                             "train.accumulate=2", *STEP])
+    assert RunState.of(cfg, world_size=4).scaled_lr == pytest.approx(0.02)
+    lrs = lrs_over(cfg, steps_per_epoch=5, world_size=4)  # 50 steps, 10 of warm-up, 40 of cosine
     assert len(lrs) == 50
     assert lrs[0] == pytest.approx(0.002)  # 0.02 * 1/10
     assert lrs[4] == pytest.approx(0.010)  # 0.02 * 5/10
@@ -101,8 +104,9 @@ def test_warmup_then_cosine_hand_values():
 
 def test_lr_scales_linearly_with_total_batch_and_min_lr():
     cfg = load_config(None, ["train.epochs=4", "train.warmup_epochs=0", "train.batch_size=8",
-                             "train.lr=0.02", "train.min_lr=0.0001", "train.lr_schedule=step"], world_size=1)
-    assert cfg.train.total_batch == 8 and cfg.train.scaled_lr == pytest.approx(0.0025)  # 0.02 * 8 / 64
+                             "train.lr=0.02", "train.min_lr=0.0001", "train.lr_schedule=step"])
+    run = RunState.of(cfg, world_size=1)
+    assert run.total_batch == 8 and run.scaled_lr == pytest.approx(0.0025)  # 0.02 * 8 / 64
     lrs = lrs_over(cfg, steps_per_epoch=2)
     assert lrs[0] == pytest.approx(0.0025)
     # step 4 of 8: progress 1/2 -> min + (peak - min) / 2
@@ -121,10 +125,10 @@ def test_warmup_cosine_factor_edges():
 def test_epoch_schedule_reproduces_the_authors_logged_lr():
     """80 epochs at lr 0.02 (total batch 64 = 8 processes x 8 clips): every step of epoch e trains at the
     logged value of epoch e, to the 5 printed decimals."""
-    cfg = load_config(None, ["train.epochs=80", "train.batch_size=8"], world_size=8)  # defaults: epoch, 1e-3
-    assert cfg.train.lr_schedule == "epoch" and cfg.train.scaled_lr == pytest.approx(0.02)
+    cfg = load_config(None, ["train.epochs=80", "train.batch_size=8"])  # defaults: epoch, 1e-3
+    assert cfg.train.lr_schedule == "epoch" and RunState.of(cfg, world_size=8).scaled_lr == pytest.approx(0.02)
     steps = 3
-    lrs = lrs_over(cfg, steps_per_epoch=steps)
+    lrs = lrs_over(cfg, steps_per_epoch=steps, world_size=8)
     per_epoch = [lrs[e * steps:(e + 1) * steps] for e in range(80)]
     assert all(len(set(v)) == 1 for v in per_epoch)  # constant within an epoch
     assert [f"{v[0]:.5f}" for v in per_epoch] == LOGGED_LR
@@ -156,15 +160,16 @@ def test_epoch_schedule_hand_values_and_edges():
 
 
 def test_epoch_schedule_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
-    cfg = load_config(None, ["train.epochs=6", "train.warmup_epochs=2"], world_size=8)
-    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg.train.scaled_lr)
-    sched = build_scheduler(cfg, opt, steps_per_epoch=4)
+    cfg = load_config(None, ["train.epochs=6", "train.warmup_epochs=2"])
+    run = RunState.of(cfg, world_size=8)
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=run.scaled_lr)
+    sched = build_scheduler(cfg, opt, 4, run)
     for _ in range(9):
         opt.step()
         sched.step()
     torch.save(sched.state_dict(), tmp_path / "s.pth")
-    opt2 = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg.train.scaled_lr)
-    again = build_scheduler(cfg, opt2, steps_per_epoch=4)
+    opt2 = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=run.scaled_lr)
+    again = build_scheduler(cfg, opt2, 4, run)
     again.load_state_dict(torch.load(tmp_path / "s.pth", weights_only=True))
     for _ in range(10):
         opt.step(), sched.step(), opt2.step(), again.step()
@@ -172,11 +177,11 @@ def test_epoch_schedule_state_round_trips_through_a_weights_only_checkpoint(tmp_
 
 
 def test_epoch_schedule_follows_the_real_batch_and_min_lr():
-    cfg = load_config(None, ["train.epochs=10", "train.warmup_epochs=2", "train.batch_size=8"], world_size=1)
+    cfg = load_config(None, ["train.epochs=10", "train.warmup_epochs=2", "train.batch_size=8"])
     lrs = lrs_over(cfg, steps_per_epoch=2)  # total batch 8: lr 0.0025
     assert lrs[0] == pytest.approx(0.0025 * (1e-3 * 0.5 + 0.5)) and lrs[2] == pytest.approx(0.0025)
     assert lrs[-1] == pytest.approx(0.0025 * 1e-3)
-    absolute = load_config(None, ["train.epochs=10", "train.warmup_epochs=2", "train.min_lr=0.0001"], world_size=1)
+    absolute = load_config(None, ["train.epochs=10", "train.warmup_epochs=2", "train.min_lr=0.0001"])
     assert lrs_over(absolute, steps_per_epoch=2)[-1] == pytest.approx(0.0001)  # min_lr replaces min_lr_ratio
 
 
@@ -190,3 +195,18 @@ def test_label_smoothing_hand_value():
     assert crit(logits, torch.tensor([0])).item() == pytest.approx(expected, abs=1e-6)
     plain = build_criterion(load_config(None, ["train.label_smoothing=0.0"]))
     assert plain(logits, torch.tensor([0])).item() == pytest.approx(math.log(2.5), abs=1e-6)
+
+
+def test_run_state_is_where_the_total_batch_and_the_lr_are_computed(tmp_path):
+    cfg = load_config(None, ["train.batch_size=6", "train.accumulate=3", "train.lr=0.04",
+                             "train.lr_reference_batch=32"])
+    run = RunState.of(cfg, world_size=4)
+    assert (run.world_size, run.batch_size, run.accumulate) == (4, 6, 3)
+    assert run.clips_per_process == 18 and run.total_batch == 72  # 6 x 3 per process, x 4 processes
+    assert run.scaled_lr == pytest.approx(0.04 * 72 / 32)
+    assert run.describe() == ("total batch 72 = 6 x 4 x 3 (train.batch_size x processes x train.accumulate); "
+                              "lr 0.09 (= train.lr 0.04 x 72/32)")
+    saved = run.save(tmp_path / "run_state.json")
+    assert json.loads(saved.read_text()) == run.as_dict() and RunState(**run.as_dict()) == run
+    with pytest.raises(ValueError, match="world size must be positive"):
+        RunState.of(cfg, world_size=0)

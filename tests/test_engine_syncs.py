@@ -22,8 +22,9 @@ from rsanet.config import load_config
 from rsanet.dist import DistContext
 from rsanet.engine.evaluate import evaluate
 from rsanet.engine.optim import build_criterion, build_optimizer, build_scheduler
+from rsanet.engine.run_state import RunState
 from rsanet.engine.train import TrainParts, TrainState, train_one_epoch
-from rsanet.logging import RunLogger
+from rsanet.runlog import RunLogger
 
 READS = {"item", "__bool__", "__float__", "__int__", "__index__", "tolist", "numpy", "cpu", "__format__",
          "__repr__", "nonzero", "__array__"}
@@ -96,14 +97,16 @@ def batches(n, batch_size, seed=0):
 
 def make_parts(tmp_path, steps, *opts, criterion=None):
     cfg = load_config(None, ["model.num_classes=3", "train.warmup_epochs=0", "train.epochs=1",
-                             "runtime.progress=false", "runtime.tensorboard=false", *opts], world_size=1)
+                             "runtime.progress=false", "runtime.tensorboard=false", *opts])
     ctx = DistContext(0, 0, 1, torch.device("cpu"), "")
     net = Linear()
-    optimizer = build_optimizer(cfg, net)
+    run = RunState.of(cfg, world_size=1)
+    optimizer = build_optimizer(cfg, net, run)
     # a low initial scale: the default 2^16 overflows these fp16 gradients once on the CPU (its calibration)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 8) if cfg.train.amp == "fp16" else None
-    return TrainParts(cfg, ctx, net, net, criterion or build_criterion(cfg), optimizer,
-                      build_scheduler(cfg, optimizer, steps), scaler, RunLogger(tmp_path, 0, tensorboard=False), steps)
+    return TrainParts(cfg, ctx, run, net, net, criterion or build_criterion(cfg), optimizer,
+                      build_scheduler(cfg, optimizer, steps, run), scaler, RunLogger(tmp_path, 0, tensorboard=False),
+                      steps)
 
 
 @pytest.mark.parametrize("amp", ["none", "bf16", "fp16"])
@@ -143,7 +146,7 @@ def test_an_fp16_overflow_step_reads_the_loss_scale(tmp_path):
 
 
 def test_evaluation_reads_the_scores_once(tmp_path):
-    cfg = load_config(None, ["model.num_classes=3", "test.batch_size=4"], world_size=1)
+    cfg = load_config(None, ["model.num_classes=3", "test.batch_size=4"])
 
     class Data:
         classes, num_videos, num_views = ["a", "b", "c"], 10, 1

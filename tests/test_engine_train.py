@@ -2,6 +2,7 @@
 accumulation equals one big batch, gradient clipping bounds the update, the fp16 loss scaler skips
 overflowing steps through its calibration and stops the run only when the scale collapses, items without a
 usable clip stay out of the loss, and the loaders (uint8 clips, non-persistent evaluation workers)."""
+import json
 import math
 
 import pytest
@@ -57,7 +58,7 @@ def patched(monkeypatch):
                                  "data.val_annotations=val.txt",  # a validation split (the datasets are patched)
                                  "train.warmup_epochs=0", "train.epochs=1", "train.lr_schedule=step",  # full lr
                                  "runtime.tensorboard=false",
-                                 "runtime.progress=false", "runtime.log_interval=1", *opts], world_size=1)
+                                 "runtime.progress=false", "runtime.log_interval=1", *opts])
         run_training(cfg, tmp_path / name, **kwargs)
         return tmp_path / name
     return run
@@ -77,7 +78,8 @@ def test_accumulation_equals_one_big_batch(tmp_path, patched):
     for k in wb:
         torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=1e-6)
     ck = torch.load(acc / "last.pth", weights_only=True)
-    assert ck["global_step"] == 1 and ck["config"]["train"]["total_batch"] == 8
+    assert ck["global_step"] == 1 and ck["run_state"]["total_batch"] == 8 and "total_batch" not in ck["config"]["train"]
+    assert json.loads((acc / "run_state.json").read_text()) == ck["run_state"]  # saved beside config.yaml
 
 
 def test_gradient_clipping_bounds_the_update(tmp_path, patched):
@@ -205,10 +207,11 @@ def test_loaders_hand_over_uint8_and_evaluation_workers_are_not_persistent():
     shared memory, next to the training loader's; the training loader keeps its workers."""
     from rsanet.dist import DistContext
     from rsanet.engine.loaders import build_eval_loader, build_train_loader
+    from rsanet.engine.run_state import RunState
 
-    cfg = load_config(None, ["data.num_workers=1", "train.batch_size=4", "test.batch_size=4"], world_size=1)
+    cfg = load_config(None, ["data.num_workers=1", "train.batch_size=4", "test.batch_size=4"])
     ctx = DistContext(0, 0, 1, torch.device("cpu"), "")
-    train, _ = build_train_loader(DictDataset(8), cfg, ctx)
+    train, _ = build_train_loader(DictDataset(8), cfg, ctx, RunState.of(cfg, 1))
     val = build_eval_loader(DictDataset(8), cfg, ctx)
     assert train.persistent_workers and not val.persistent_workers
     assert next(iter(val))["clip"].dtype == torch.uint8

@@ -6,15 +6,15 @@ import torch
 from torch.utils.data import default_collate
 
 from rsanet.config import load_config
-from rsanet.data.media import textured_frames, write_frame_folder
 from rsanet.engine.loaders import to_device
 from rsanet.inference import clip_to_frames, load_clip, single_video_dataset, video_views
+from rsanet.testing.media import textured_frames, write_frame_folder
 
 
 def test_tools_and_engine_see_the_same_model_input(tmp_path):
     folder = write_frame_folder(tmp_path / "video", textured_frames(12, 36, 48, seed=1))
     cfg = load_config(None, ["model.num_segments=4", "data.resize=[36,48]", "data.crop_size=32", "test.clips=2",
-                             "test.crops=3"], world_size=1)
+                             "test.crops=3"])
     views = video_views(cfg, folder, classes=[])  # what tools/predict.py scores
     assert views.shape == (6, 3, 4, 32, 32) and views.dtype == torch.float32
     ds = single_video_dataset(cfg, folder, classes=[])

@@ -18,7 +18,7 @@ def tiny_cfg(arch="resnet50", *opts):
     positions = "[[2],[0,1],[1],[0]]" if arch == "resnet50" else "[[1],[0],[1],[1]]"
     return load_config(None, [f"model.arch={arch}", "model.width=16", "model.num_classes=5",
                               f"model.transform.positions={positions}", "model.transform.kernel_size=[3,3,3]",
-                              "model.dropout=0.0", "model.stochastic_depth=0.0", *opts], world_size=1)
+                              "model.dropout=0.0", "model.stochastic_depth=0.0", *opts])
 
 
 def randomize_bn(model: nn.Module, gen: torch.Generator) -> None:
@@ -38,8 +38,7 @@ def test_conv2d_resnet50_matches_torchvision_per_frame(tmp_path):
     path = tmp_path / "resnet50_random.pth"
     torch.save(tv.state_dict(), path)
 
-    cfg = load_config(None, ["model.transform.type=conv2d", f"model.pretrained={path}", "model.num_classes=1000"],
-                      world_size=1)
+    cfg = load_config(None, ["model.transform.type=conv2d", f"model.pretrained={path}", "model.num_classes=1000"])
     model = build_model(cfg)
     assert model.pretrained_report.skipped == ["fc"]  # conv2d replaces nothing; the classifier is never loaded
     model.fc.load_state_dict(tv.fc.state_dict())
@@ -61,7 +60,7 @@ def test_module_names_follow_torchvision():
         with torch.device("meta"):
             ours = build_model(load_config(None, [f"model.arch={arch}", "model.transform.type=conv2d",
                                                   "model.transform.positions=[[],[],[],[]]",
-                                                  "model.num_classes=1000"], world_size=1))
+                                                  "model.num_classes=1000"]))
             ref = getattr(torchvision.models, arch)()
         assert list(ours.state_dict()) == list(ref.state_dict())
         assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
@@ -123,7 +122,7 @@ def test_stochastic_depth_drops_whole_clips_with_linear_probabilities():
     sd, clips, t = 0.5, 3000, 2
     model = build_model(load_config(None, ["model.arch=resnet18", "model.width=8", "model.transform.type=conv2d",
                                            "model.transform.positions=[[],[],[],[]]",
-                                           f"model.stochastic_depth={sd}"], world_size=1))
+                                           f"model.stochastic_depth={sd}"]))
     blocks = [b for layer in (model.layer1, model.layer2, model.layer3, model.layer4) for b in layer]
     n = len(blocks)
     assert n == 8
@@ -153,8 +152,8 @@ def test_stochastic_depth_drops_whole_clips_with_linear_probabilities():
 def test_stochastic_depth_is_off_in_eval():
     opts = ["model.arch=resnet18", "model.width=8", "model.transform.type=conv2d",
                                            "model.transform.positions=[[],[],[],[]]"]
-    model = build_model(load_config(None, opts + ["model.stochastic_depth=0.9"], world_size=1))
-    plain = build_model(load_config(None, opts + ["model.stochastic_depth=0.0"], world_size=1))
+    model = build_model(load_config(None, opts + ["model.stochastic_depth=0.9"]))
+    plain = build_model(load_config(None, opts + ["model.stochastic_depth=0.0"]))
     randomize_bn(model, torch.Generator().manual_seed(5))
     plain.load_state_dict(model.state_dict())
     model.eval(), plain.eval()
@@ -257,7 +256,7 @@ def test_one_memory_layout_flows_through_the_network(channels_last):
 
 def test_init_msra_zero_last_gamma_and_classifier():
     torch.manual_seed(0)
-    model = build_model(load_config(None, world_size=1))  # default RSANet-R50, no checkpoint
+    model = build_model(load_config(None))  # default RSANet-R50, no checkpoint
     for block in (b for layer in (model.layer1, model.layer2, model.layer3, model.layer4) for b in layer):
         assert torch.count_nonzero(block.bn3.weight) == 0
         assert torch.all(block.bn1.weight == 1) and torch.all(block.bn1.bias == 0)
@@ -277,7 +276,7 @@ def test_bad_input_shape_is_named():
 
 
 def test_direct_construction_validates_positions():
-    cfg = copy.deepcopy(load_config(None, world_size=1).model)
+    cfg = copy.deepcopy(load_config(None).model)
     cfg.transform.positions = [[0], [0], [9], [0]]
     with pytest.raises(ValueError, match="stage 2 has only blocks 0..5, got \\[9\\]"):
         TSNResNet(cfg)

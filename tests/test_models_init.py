@@ -60,7 +60,7 @@ def factor_values(layer):
 
 def test_default_rsanet_r50_has_the_authors_init_at_every_stage_width():
     torch.manual_seed(0)
-    model = build_model(load_config(None, world_size=1))  # RSANet-R50: 7 RSA layers, L = 8, M = 5x7x7
+    model = build_model(load_config(None))  # RSANet-R50: 7 RSA layers, L = 8, M = 5x7x7
     layers = rsa_layers(model)
     assert {m.in_channels for _, m in layers} == {64, 128, 256, 512}  # every stage
     for name, layer in layers:
@@ -81,7 +81,7 @@ def test_variance_preserving_option_keeps_our_scheme():
     they are larger than the authors' by C_Q / sqrt(2) for H1 (5.7, 11, 23, 45x), sqrt(D / 2) for H2 (2, 2.8,
     4, 5.7x), sqrt(C_Q M / (2 (M + C_Q))) for G (2.0, 2.7, 3.8, 5.0x) and sqrt(M) = 15.7x for P1."""
     torch.manual_seed(1)
-    model = build_model(load_config(None, ["model.transform.rsa_init=variance_preserving"], world_size=1))
+    model = build_model(load_config(None, ["model.transform.rsa_init=variance_preserving"]))
     ratios = {}
     for name, layer in rsa_layers(model):
         cq, d, m = layer.head_dim, layer.latent_dim, layer.window
@@ -130,7 +130,7 @@ def test_classifier_init(scheme):
     torch.manual_seed(5)
     opts = ["model.arch=resnet18", "model.width=8", "model.num_classes=174", "model.transform.type=conv2d",
             f"model.classifier_init={scheme}"]
-    fc = build_model(load_config(None, opts, world_size=1)).fc  # 64 features -> 174 classes
+    fc = build_model(load_config(None, opts)).fc  # 64 features -> 174 classes
     assert torch.count_nonzero(fc.bias) == 0
     if scheme == "xavier_uniform":  # U(-a, a), a = sqrt(6 / (fan_in + fan_out)): std a / sqrt(3)
         bound = math.sqrt(6 / (64 + 174))

@@ -33,7 +33,7 @@ def r50_checkpoint(tmp_path_factory):
 
 def default_model(**over):
     opts = [f"model.{k}={v}" for k, v in over.items()]
-    return build_model(load_config(None, opts, world_size=1))
+    return build_model(load_config(None, opts))
 
 
 def test_default_rsanet_reports_the_seven_rsa_convs_and_the_classifier(r50_checkpoint):

@@ -60,7 +60,7 @@ def test_prefilled_cache_works_offline(hub):
     cache.mkdir(parents=True)
     state = random_r18_state()
     torch.save(state, cache / "resnet18-f37072fd.pth")  # as torch.hub leaves it (no hash check once cached)
-    cfg = load_config(None, r18_options("model.pretrained=torchvision"), world_size=1)
+    cfg = load_config(None, r18_options("model.pretrained=torchvision"))
     check_pretrained(cfg.model)  # the runner's early check
     model = build_model(cfg)
     report = model.pretrained_report
@@ -72,7 +72,7 @@ def test_prefilled_cache_works_offline(hub):
 
 def test_empty_cache_offline_says_which_file_goes_where(hub):
     cache, calls = hub
-    cfg = load_config(None, r18_options("model.pretrained=torchvision"), world_size=1)
+    cfg = load_config(None, r18_options("model.pretrained=torchvision"))
     for attempt in (lambda: check_pretrained(cfg.model), lambda: build_model(cfg)):
         with pytest.raises(PretrainedUnavailableError) as e:
             attempt()
@@ -91,7 +91,7 @@ def test_download_goes_once_into_the_cache_with_hash_check_and_progress(hub, mon
         torch.save(state, dst)
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
-    cfg = load_config(None, r18_options("model.pretrained=torchvision"), world_size=1)
+    cfg = load_config(None, r18_options("model.pretrained=torchvision"))
     for _ in range(2):
         model = build_model(cfg)
         assert torch.equal(model.state_dict()["layer4.1.bn2.running_var"], state["layer4.1.bn2.running_var"])
@@ -123,7 +123,7 @@ def test_a_download_with_the_wrong_hash_is_refused_and_not_kept(tmp_path, monkey
             return self.chunks.pop(0)
 
     monkeypatch.setattr(torch.hub, "urlopen", lambda req, *a, **k: Response())  # the real download, no network
-    cfg = load_config(None, r18_options("model.pretrained=torchvision"), world_size=1)
+    cfg = load_config(None, r18_options("model.pretrained=torchvision"))
     with pytest.raises(PretrainedUnavailableError, match="invalid hash value"):
         check_pretrained(cfg.model)
     assert not (cache / "resnet18-f37072fd.pth").exists() and not list(cache.glob("*.partial"))
@@ -135,7 +135,7 @@ def test_text_and_pickle_files_give_one_line_errors(tmp_path):
     pick = tmp_path / "weights.pkl"
     pick.write_bytes(pickle.dumps({"conv1.weight": [[1.0, 2.0]]}))
     for path in (text, pick):
-        cfg = load_config(None, r18_options(f"model.pretrained={path}"), world_size=1)
+        cfg = load_config(None, r18_options(f"model.pretrained={path}"))
         for attempt in (lambda: check_pretrained(cfg.model), lambda: build_model(cfg)):
             with pytest.raises(PretrainedFileError) as e:
                 attempt()
@@ -147,14 +147,14 @@ def test_text_and_pickle_files_give_one_line_errors(tmp_path):
 def test_imagenet_weights_on_a_narrow_model_give_the_width_hint(tmp_path):
     path = tmp_path / "resnet18.pth"
     torch.save(random_r18_state(), path)
-    cfg = load_config(None, r18_options(f"model.pretrained={path}", "model.width=8"), world_size=1)
+    cfg = load_config(None, r18_options(f"model.pretrained={path}", "model.width=8"))
     for attempt in (lambda: check_pretrained(cfg.model), lambda: build_model(cfg)):
         with pytest.raises(PretrainedMismatchError) as e:
             attempt()
         msg = str(e.value)
         assert "width 64" in msg and "model.width=8" in msg and "set model.width=64" in msg
         assert "\n" not in msg and "shape mismatches" not in msg
-    tv = load_config(None, r18_options("model.pretrained=torchvision", "model.width=8"), world_size=1)
+    tv = load_config(None, r18_options("model.pretrained=torchvision", "model.width=8"))
     with pytest.raises(PretrainedMismatchError, match="set model.width=64"):
         check_pretrained(tv.model)  # before any download
 

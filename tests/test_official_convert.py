@@ -39,7 +39,7 @@ VARIANTS = {
 
 
 def tiny(*opts):
-    return load_config(None, BASE + list(opts), world_size=1)
+    return load_config(None, BASE + list(opts))
 
 
 def randomized(cfg, seed=0):
@@ -104,7 +104,7 @@ def test_rewrites_towards_their_format_keep_the_outputs(opts):
     cfg2 = load_config(None, BASE + [f"model.transform.{k}={v}" for k, v in
                                      (("latent_dim", inferred["transform"]["latent_dim"]),
                                       ("groups", inferred["transform"]["groups"]))]
-                       + [o for o in opts if "latent" not in o and "groups" not in o], world_size=1)
+                       + [o for o in opts if "latent" not in o and "groups" not in o])
     other = build_model(cfg2).double().eval()
     other.load_state_dict(back)
     x = clip(cfg).double()
@@ -125,7 +125,7 @@ def test_what_their_code_cannot_express_is_refused(opts, match):
     with pytest.raises(AuthorsFormatError, match=match):
         native_to_authors(build_model(cfg).state_dict(), cfg.model)
     cfg = load_config(None, ["model.arch=resnet18", "model.width=8", "model.pretrained=null",
-                             "model.transform.positions=[[1],[],[],[]]"], world_size=1)
+                             "model.transform.positions=[[1],[],[],[]]"])
     with pytest.raises(AuthorsFormatError, match="bottleneck"):
         native_to_authors(build_model(cfg).state_dict(), cfg.model)
 

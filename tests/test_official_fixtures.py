@@ -74,7 +74,7 @@ def test_full_model_matches_the_authors_model(frames, converted):
     native, inferred = converted
     assert inferred["transform"]["positions"] == [[2], [1, 3], [1, 3, 5], [1]]
     assert inferred["transform"]["kernel_size"] == [5, 7, 7] and inferred["num_classes"] == 174
-    cfg = config_from_dict({"model": dict(inferred, num_segments=frames, pretrained=None)}, world_size=1)
+    cfg = config_from_dict({"model": dict(inferred, num_segments=frames, pretrained=None)})
     model = build_model(cfg).eval()
     model.load_state_dict(native)
     ref = MODEL["logits"][str(frames)]
@@ -88,10 +88,10 @@ def test_full_model_matches_the_authors_model(frames, converted):
 
 def ssv1_tree(tmp_path, frames_root, labels):
     """An SS-V1 annotation set over the fixture's frame folders: labels CSV, validation CSV, classes."""
-    from rsanet.data.parsers import read_ssv1_classes
+    from rsanet.data.sets import ssv1
 
     (tmp_path / "labels.csv").write_text((ROOT / "data" / "ssv1" / "classes_csv_order.txt").read_text())
-    classes = read_ssv1_classes(tmp_path / "labels.csv")
+    classes = ssv1.read_classes(tmp_path / "labels.csv")
     (tmp_path / "val.csv").write_text("".join(f"{vid};{classes[label]}\n" for vid, label in labels.items()))
     return ["data.dataset=ssv1", "data.backend=frames", f"data.root={frames_root}",
             f"data.val_annotations={tmp_path / 'val.csv'}", f"data.label_file={tmp_path / 'labels.csv'}",

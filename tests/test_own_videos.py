@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from rsanet.config import load_config
-from rsanet.data.media import textured_frames, write_frame_folder, write_video
+from rsanet.testing.media import textured_frames, write_frame_folder, write_video
 from test_tools_support import load_tool, train_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -206,7 +206,7 @@ def test_plot_tool_draws_the_curves(tmp_path, capsys):
 # --------------------------------------------------------------------- 14. frame extraction without ffmpeg
 @pytest.mark.parametrize("library", ["av", "decord"])
 def test_prepare_frames_falls_back_to_python_decoding(tmp_path, monkeypatch, capsys, library):
-    import rsanet.data.prepare as prepare
+    import rsanet.prep.jobs as prepare
     from rsanet.data.decoders import FrameFolderDecoder, VideoFileDecoder
     from rsanet.data.records import VideoRecord
     write_video(tmp_path / "videos" / "a.mp4", textured_frames(7, 48, 64, seed=1))
@@ -235,16 +235,17 @@ def test_progress_bar_shows_the_values_of_the_step_just_done(tmp_path):
     from tqdm import tqdm
 
     from rsanet.dist import DistContext
+    from rsanet.engine.run_state import RunState
     from rsanet.engine.train import TrainParts, TrainState, _log_step, _Meter
-    from rsanet.logging import RunLogger
+    from rsanet.runlog import RunLogger
     # The loss stays on the device between log steps (one read-back per runtime.log_interval), so the bar's
     # values change at log steps; there they must be the values just read, drawn by that step's update.
     cfg = load_config(None, ["runtime.log_interval=2"])
     buffer = io.StringIO()
     bar = tqdm(total=4, file=buffer, mininterval=0, miniters=1, ncols=200)
     with RunLogger(tmp_path, tensorboard=False) as logger:
-        parts = TrainParts(cfg, DistContext(0, 0, 1, torch.device("cpu"), ""), None, None, None, None, None, None,
-                           logger, 4)
+        parts = TrainParts(cfg, DistContext(0, 0, 1, torch.device("cpu"), ""), RunState.of(cfg, 1), None, None,
+                           None, None, None, None, logger, 4)
         meter = _Meter()
         for step, loss in ((1, 0.75), (2, 0.5)):
             meter.add(torch.tensor(loss), 0.01, 0.1, 8)

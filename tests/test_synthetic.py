@@ -15,17 +15,24 @@ import torch
 
 from rsanet.config import load_config
 from rsanet.data.records import VideoRecord
-from rsanet.data.synthetic import (CLASS_NAMES, SyntheticDecoder, SyntheticSpec, build_synthetic, class_motion,
-                                   clip_states, make_content, render_background, render_clip, render_frames,
-                                   render_object, video_label)
+from rsanet.data.sets import synthetic
+from rsanet.data.synthetic import (CLASS_NAMES, SyntheticDecoder, SyntheticSpec, class_motion, clip_states,
+                                   make_content, render_background, render_clip, render_frames, render_object,
+                                   video_label)
 
 SPEC = SyntheticSpec(seed=3, frames=8, height=32, width=32, num_classes=8)
 
 
+def build_synthetic(cfg, split):
+    """(records, decoder, classes) of a split through the dataset's module (rsanet.data.sets.synthetic)."""
+    classes = synthetic.class_names(cfg)
+    return synthetic.records(cfg, split, classes), synthetic.decoder(cfg), classes
+
+
 def synthetic_cfg(*opts):
-    return load_config(None, ["data.dataset=synthetic", "data.train_size=24", "data.val_size=16",
-                              "data.synthetic_frames=8", "data.synthetic_resolution=[32,32]",
-                              "data.synthetic_classes=8", "data.synthetic_seed=5", *opts])
+    return load_config(None, ["data.dataset=synthetic", "data.synthetic.train_size=24", "data.synthetic.val_size=16",
+                              "data.synthetic.frames=8", "data.synthetic.resolution=[32,32]",
+                              "data.synthetic.classes=8", "data.synthetic.seed=5", *opts])
 
 
 # ------------------------------------------------------------------------------------------ determinism
@@ -49,15 +56,22 @@ def test_decoder_and_records_follow_the_contract():
     assert [r.label for r in records] == [i % 8 for i in range(24)]  # balanced
     r = records[13]
     assert r.path == "synthetic://train/13" and r.num_frames == 8 and r.clip_frames == 8
-    spec = SyntheticSpec.from_config(cfg)
+    spec = synthetic.spec(cfg)
+    assert spec == SyntheticSpec(seed=5, frames=8, height=32, width=32, num_classes=8)  # the data.synthetic keys
     np.testing.assert_array_equal(decoder.decode(r, [1, 3, 5]), render_clip(spec, "train", 13, indices=[1, 3, 5]))
     val, _, _ = build_synthetic(cfg, "val")
     test, _, _ = build_synthetic(cfg, "test")
     assert len(val) == len(test) == 16
     assert not np.array_equal(decoder.decode(val[0], range(8)), decoder.decode(test[0], range(8)))
-    two, _, two_classes = build_synthetic(synthetic_cfg("data.synthetic_classes=2"), "val")
+    two, _, two_classes = build_synthetic(synthetic_cfg("data.synthetic.classes=2"), "val")
     assert two_classes == ["background moving left", "background moving right"]
     assert {x.label for x in two} == {0, 1}
+    # a single generated video for the research tools; a file path is not the dataset's to open
+    own_decoder, own = synthetic.open_video(cfg, "synthetic://test/3")
+    assert own.path == "synthetic://test/3" and own.num_frames == 8
+    np.testing.assert_array_equal(own_decoder.decode(own, range(8)), decoder.decode(test[3], range(8)))
+    assert synthetic.open_video(cfg, "clips/3.mp4") is None
+    assert synthetic.has_split(cfg.data, "test") and not synthetic.has_split(cfg.data, "dev")
 
 
 def test_bad_input_is_named():
@@ -68,9 +82,9 @@ def test_bad_input_is_named():
         dec.decode(VideoRecord("synthetic://train/7", 8), [0, 8])
     with pytest.raises(ValueError, match="unknown synthetic split 'dev'"):
         build_synthetic(synthetic_cfg(), "dev")
-    with pytest.raises(ValueError, match="data.synthetic_classes must be in 2..8, got 9"):
+    with pytest.raises(ValueError, match="data.synthetic.classes must be in 2..8, got 9"):
         SyntheticSpec(num_classes=9)
-    with pytest.raises(ValueError, match="data.synthetic_frames must be at least 2"):
+    with pytest.raises(ValueError, match="data.synthetic.frames must be at least 2"):
         SyntheticSpec(frames=1)
 
 

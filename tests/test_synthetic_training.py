@@ -11,9 +11,9 @@ TINY = [
     "model.arch=resnet18", "model.width=8", "model.num_classes=2", "model.num_segments=4", "model.pretrained=null",
     "model.dropout=0.0", "model.stochastic_depth=0.0", "model.transform.positions=[[1],[],[],[]]",
     "model.transform.kernel_size=[3,3,3]", "model.transform.queries=2",
-    "data.dataset=synthetic", "data.synthetic_classes=2", "data.synthetic_frames=4", "data.synthetic_seed=0",
-    "data.synthetic_resolution=[32,32]", "data.resize=[32,32]", "data.crop_size=32", "data.scales=[1.0]",
-    "data.flip=none", "data.num_workers=0", "data.train_size=768", "data.val_size=160",
+    "data.dataset=synthetic", "data.synthetic.classes=2", "data.synthetic.frames=4", "data.synthetic.seed=0",
+    "data.synthetic.resolution=[32,32]", "data.resize=[32,32]", "data.crop_size=32", "data.scales=[1.0]",
+    "data.flip=none", "data.num_workers=0", "data.synthetic.train_size=768", "data.synthetic.val_size=160",
     "data.segment_rule=uniform",  # as configs/synthetic: n = T, where tsm tests on frame 0 only
     "model.transform.rsa_init=variance_preserving", "model.classifier_init=normal", "train.lr_schedule=step",
     "train.min_lr_ratio=0",  # as configs/synthetic
@@ -34,8 +34,8 @@ def _one_thread():
 
 @pytest.mark.slow
 def test_rsa_learns_left_vs_right_while_tsn_stays_at_chance(tmp_path):
-    rsa = run_training(load_config(None, TINY + ["model.transform.type=rsa"], world_size=1), tmp_path / "rsa")
-    tsn = run_training(load_config(None, TINY + ["model.transform.type=conv2d"], world_size=1), tmp_path / "tsn")
+    rsa = run_training(load_config(None, TINY + ["model.transform.type=rsa"]), tmp_path / "rsa")
+    tsn = run_training(load_config(None, TINY + ["model.transform.type=conv2d"]), tmp_path / "tsn")
     assert rsa["finished"] and tsn["finished"]
     # 160 held-out clips: chance is 50 % with a binomial std of 4 points
     assert rsa["last_top1"] >= 85.0, rsa

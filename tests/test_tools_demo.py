@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["data.train_size=16", "data.val_size=16", "train.epochs=1", "train.eval_every=1", "runtime.device=cpu",
-        "runtime.tensorboard=false", "runtime.progress=false"]
+TINY = ["data.synthetic.train_size=16", "data.synthetic.val_size=16", "train.epochs=1", "train.eval_every=1",
+        "runtime.device=cpu", "runtime.tensorboard=false", "runtime.progress=false"]
 
 
 def _run(args, **kwargs):

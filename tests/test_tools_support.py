@@ -25,8 +25,9 @@ def tiny_config(kind: str = "rsa") -> dict:
     return {
         "model": {"arch": "resnet18", "num_classes": CLASSES, "num_segments": SEGMENTS, "width": 8, "dropout": 0.0,
                   "stochastic_depth": 0.0, "pretrained": None, "classifier_init": "normal", "transform": transform},
-        "data": {"dataset": "synthetic", "train_size": 8, "val_size": 4, "synthetic_frames": SEGMENTS,
-                 "synthetic_resolution": [SIZE, SIZE], "synthetic_classes": CLASSES, "resize": [SIZE, SIZE],
+        "data": {"dataset": "synthetic", "resize": [SIZE, SIZE],
+                 "synthetic": {"train_size": 8, "val_size": 4, "frames": SEGMENTS, "resolution": [SIZE, SIZE],
+                               "classes": CLASSES},
                  "crop_size": SIZE, "scales": [1.0], "flip": "none", "num_workers": 0, "pin_memory": False,
                  "segment_rule": "uniform"},  # as configs/synthetic: n = T, where tsm tests on frame 0 only
         "train": {"epochs": 1, "warmup_epochs": 0.0, "lr": 0.4, "batch_size": 8, "eval_every": 1, "lr_schedule": "step",
@@ -56,13 +57,13 @@ def motion_frames() -> np.ndarray:
 
 
 def write_motion_video(path: Path) -> Path:
-    from rsanet.data.media import write_video
+    from rsanet.testing.media import write_video
 
     return write_video(path, motion_frames())
 
 
 def write_motion_frames(folder: Path) -> Path:
-    from rsanet.data.media import write_frame_folder
+    from rsanet.testing.media import write_frame_folder
 
     return write_frame_folder(folder, motion_frames())
 

@@ -5,9 +5,11 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
-from rsanet.config import load_config
+from rsanet.config import config_chain, load_config
 from rsanet.data import swap_left_right
+from rsanet.engine.run_state import RunState
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +30,7 @@ TABLE3 = {
 @pytest.mark.parametrize("name", sorted(TABLE3))
 def test_table3_config_has_the_paper_settings(name):
     dataset, classes, frames, epochs, dropout, clips, flip = TABLE3[name]
-    cfg = load_config(ROOT / "configs" / f"{name}.yaml", world_size=8)
+    cfg = load_config(ROOT / "configs" / f"{name}.yaml")
     assert (cfg.data.dataset, cfg.model.num_classes, cfg.model.num_segments) == (dataset, classes, frames)
     assert (cfg.train.epochs, cfg.model.dropout, cfg.test.clips, cfg.test.crops) == (epochs, dropout, clips, 1)
     assert cfg.data.flip == flip and cfg.test.split == "val"
@@ -36,7 +38,8 @@ def test_table3_config_has_the_paper_settings(name):
     t = cfg.model.transform
     assert cfg.model.arch == "resnet50" and t.type == "rsa" and sum(map(len, t.positions)) == 7
     assert t.kernel_size == [5, 7, 7] and t.queries == 8
-    assert cfg.train.total_batch == 64 and cfg.train.scaled_lr == pytest.approx(0.02)
+    run = RunState.of(cfg, world_size=8)
+    assert run.total_batch == 64 and run.scaled_lr == pytest.approx(0.02)
     assert cfg.train.warmup_epochs == 5 and cfg.train.label_smoothing == 0.1 and cfg.model.stochastic_depth == 0.2
     assert cfg.data.resize == [240, 320] and cfg.data.crop_size == 224
     assert cfg.model.pretrained == "torchvision"  # IMAGENET1K_V1 through the torch hub cache
@@ -54,25 +57,47 @@ SOURCED = ["model.pretrained", "model.classifier_init", "model.dropout", "model.
            "data.segment_rule", "train.epochs", "train.lr_schedule", "train.min_lr_ratio", "train.tf32"]
 
 
+def _written_line(path: Path, key: str):
+    """The line of ``path`` that sets the dotted ``key`` (the YAML is nested with two spaces per level), or None."""
+    *parents, leaf = key.split(".")
+    lines = path.read_text().splitlines()
+    for depth, part in enumerate(parents):  # step into each parent section
+        start = next((i for i, x in enumerate(lines) if x == "  " * depth + f"{part}:"), None)
+        if start is None:
+            return None
+        inside = "  " * (depth + 1)
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].strip() and not lines[i].startswith(inside)
+                    and not lines[i].lstrip().startswith("#")), len(lines))
+        lines = lines[start + 1:end]
+    return next((x for x in lines if x.startswith("  " * len(parents) + f"{leaf}:")), None)
+
+
 @pytest.mark.parametrize("name", sorted(TABLE3) + ["ssv1_tsn_8f", "ssv1_tsn_16f"])
 def test_recipe_items_are_restated_with_their_source(name):
     """Every recipe item where the paper, the logs, the authors' code and our earlier defaults can disagree is
-    written in the config, with a comment that names its source."""
-    lines = (ROOT / "configs" / f"{name}.yaml").read_text().splitlines()
+    written in the config or in one of its _base_ files (the last file that sets it is the one that counts),
+    with a comment that names its source, and that written value is the value the config resolves to."""
+    config = ROOT / "configs" / f"{name}.yaml"
+    chain = [path for path, _ in config_chain(config)][::-1]  # the config first, then its bases, nearest first
+    cfg = load_config(config)
     for key in SOURCED:
         if key == "model.transform.rsa_init" and "tsn" in name:
             continue  # no RSA layer
-        *parents, leaf = key.split(".")
-        indent = "  " * len(parents)
-        line = next((x for x in lines if x.startswith(f"{indent}{leaf}:")), None)
-        assert line is not None, f"{name}: {key} is not written out"
+        found = [(path, line) for path in chain if (line := _written_line(path, key)) is not None]
+        assert found, f"{name}: {key} is not written out in {[p.name for p in chain]}"
+        path, line = found[0]
         comment = line.split("#", 1)[1] if "#" in line else ""
-        assert any(s in comment for s in ("authors' code", "log", "paper", "as ssv1_rsa", "V100")), (name, key, line)
+        assert any(s in comment for s in ("authors' code", "log", "paper", "as ssv1_rsa", "V100")), (path, key, line)
+        value = yaml.safe_load(line.split("#", 1)[0].split(":", 1)[1])
+        section = cfg
+        for part in key.split("."):
+            section = getattr(section, part)
+        assert section == value, (path, key, value, section)
 
 
 @pytest.mark.parametrize("name", ["ssv1_tsn_8f", "ssv1_tsn_16f"])
 def test_tsn_baselines_are_plain_resnet50(name):
-    cfg = load_config(ROOT / "configs" / f"{name}.yaml", world_size=8)
+    cfg = load_config(ROOT / "configs" / f"{name}.yaml")
     assert cfg.model.transform.positions == [[], [], [], []] and cfg.model.transform.type == "conv2d"
     assert cfg.model.num_segments == int(name.split("_")[-1][:-1]) and cfg.data.dataset == "ssv1"
     from rsanet.models import build_model

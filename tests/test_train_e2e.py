@@ -21,16 +21,17 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = [
     "model.arch=resnet18", "model.width=8", "model.num_classes=2", "model.num_segments=4",
     "model.transform.positions=[[1],[1],[],[]]", "model.transform.kernel_size=[3,3,3]", "model.pretrained=null",
-    "data.dataset=synthetic", "data.synthetic_classes=2", "data.synthetic_frames=4",
-    "data.synthetic_resolution=[32,32]", "data.resize=[32,32]", "data.crop_size=32", "data.num_workers=0",
-    "data.train_size=8", "data.val_size=5", "train.batch_size=4", "train.warmup_epochs=1", "test.batch_size=4",
+    "data.dataset=synthetic", "data.synthetic.classes=2", "data.synthetic.frames=4",
+    "data.synthetic.resolution=[32,32]", "data.resize=[32,32]", "data.crop_size=32", "data.num_workers=0",
+    "data.synthetic.train_size=8", "data.synthetic.val_size=5", "train.batch_size=4", "train.warmup_epochs=1",
+    "test.batch_size=4",
     "runtime.deterministic=true", "runtime.log_interval=1", "runtime.tensorboard=false", "runtime.progress=false",
     "runtime.checkpoint_interval=0",
 ]
 
 
 def tiny_cfg(*opts):
-    return load_config(None, TINY + list(opts), world_size=1)
+    return load_config(None, TINY + list(opts))
 
 
 @pytest.fixture(autouse=True)
@@ -91,7 +92,7 @@ def test_training_learns_and_writes_its_outputs(tmp_path):
     assert scores["video_ids"].tolist() == [f"test/{i}" for i in range(5)]  # the records' video ids
 
 
-RESUME = ["data.train_size=12", "model.dropout=0.3", "model.stochastic_depth=0.2", "data.flip=all",
+RESUME = ["data.synthetic.train_size=12", "model.dropout=0.3", "model.stochastic_depth=0.2", "data.flip=all",
           "train.epochs=3", "train.lr=0.8"]  # 3 steps per epoch; dropout, drop-path and augmentation use the RNGs
 
 
@@ -205,9 +206,12 @@ def test_resume_with_another_batch_continues_the_schedule(tmp_path):
     after = train_records(w, start)
     assert [r["epoch"] for r in after] == [2] * 4
     # New schedule: 8 steps, 4 of warm-up; the first resumed step is step 4, the top of the cosine.
-    assert after[0]["lr"] == pytest.approx(cfg.train.scaled_lr) and cfg.train.scaled_lr == pytest.approx(0.02 * 2 / 64)
-    assert after[1]["lr"] == pytest.approx(cfg.train.scaled_lr * (1 + math.cos(math.pi / 4)) / 2)
-    assert "steps per epoch then" in (w / "train.log").read_text()
+    peak = 0.02 * 2 / 64  # lr x total batch / 64
+    assert json.loads((w / "run_state.json").read_text())["scaled_lr"] == pytest.approx(peak)  # this run's
+    assert after[0]["lr"] == pytest.approx(peak)
+    assert after[1]["lr"] == pytest.approx(peak * (1 + math.cos(math.pi / 4)) / 2)
+    log = (w / "train.log").read_text()
+    assert "steps per epoch then" in log and "resume point (train.batch_size: 4 -> 2; total batch: 4 -> 2)" in log
 
 
 def test_channels_last_and_bf16_on_the_real_model(tmp_path):

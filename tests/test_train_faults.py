@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from rsanet.config import load_config
-from rsanet.data.media import index_frames, write_frame_folder
 from rsanet.engine import CheckpointError, run_training
 from rsanet.engine import runner
+from rsanet.engine.run_state import RunState
+from rsanet.testing.media import index_frames, write_frame_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,9 +25,10 @@ TINY = [
     "runtime.deterministic=true", "runtime.log_interval=1", "runtime.tensorboard=false", "runtime.progress=false",
     "runtime.checkpoint_interval=0",
 ]
-SYNTHETIC = ["model.num_classes=2", "data.dataset=synthetic", "data.synthetic_classes=2", "data.synthetic_frames=4",
-             "data.synthetic_resolution=[32,32]", "data.train_size=8", "data.val_size=5", "train.warmup_epochs=1",
-             "train.lr_schedule=step", "train.min_lr_ratio=0"]  # the per-step cosine to 0 that cosine_lr writes out
+# train.lr_schedule=step, min_lr_ratio=0: the per-step cosine to 0 that cosine_lr writes out
+SYNTHETIC = ["model.num_classes=2", "data.dataset=synthetic", "data.synthetic.classes=2", "data.synthetic.frames=4",
+             "data.synthetic.resolution=[32,32]", "data.synthetic.train_size=8", "data.synthetic.val_size=5",
+             "train.warmup_epochs=1", "train.lr_schedule=step", "train.min_lr_ratio=0"]
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +41,7 @@ def _one_thread():
 
 
 def synthetic_cfg(*opts):
-    return load_config(None, TINY + SYNTHETIC + list(opts), world_size=1)
+    return load_config(None, TINY + SYNTHETIC + list(opts))
 
 
 def records(work_dir, kind="train", start=0):
@@ -71,7 +73,8 @@ def test_more_epochs_on_resume_extend_the_schedule(tmp_path):
     out = run_training(cfg, w, resume="auto")
     after = records(w, start=start)
     assert out["finished"] and [r["step"] for r in after] == [5, 6]
-    peak = cfg.train.scaled_lr
+    peak = RunState.of(cfg, world_size=1).scaled_lr
+    assert json.loads((w / "run_state.json").read_text())["scaled_lr"] == peak  # what the run used
     for r in after:  # warm-up 2 steps, 6 steps in total
         assert r["lr"] == pytest.approx(cosine_lr(peak, r["step"] - 1, 2, 6), rel=1e-12) and r["lr"] > 0
     log = (w / "train.log").read_text()
@@ -98,7 +101,8 @@ def test_more_epochs_on_resume_extend_the_per_epoch_schedule(tmp_path):
     after = records(w, start=start)
     assert out["finished"] and [r["step"] for r in after] == [5, 6, 7, 8]
     for r in after:  # 2 steps per epoch
-        assert r["lr"] == pytest.approx(authors_epoch_lr(cfg.train.scaled_lr, (r["step"] - 1) // 2, 2, 4), rel=1e-12)
+        peak = RunState.of(cfg, 1).scaled_lr
+        assert r["lr"] == pytest.approx(authors_epoch_lr(peak, (r["step"] - 1) // 2, 2, 4), rel=1e-12)
     assert "(train.epochs: 2 -> 4): step 5 of 8" in (w / "train.log").read_text()
 
 
@@ -134,8 +138,9 @@ def test_resume_path_with_another_model_is_a_clear_error(tmp_path, monkeypatch, 
         run_training(synthetic_cfg("train.epochs=1", "model.width=16"), tmp_path / "b",
                      resume=str(tmp_path / "a" / "last.pth"))
     assert not (tmp_path / "b").exists()
-    from rsanet.config import dump_config
     from test_tools_support import load_tool
+
+    from rsanet.config import dump_config
     dump_config(synthetic_cfg("train.epochs=1", "model.width=16"), tmp_path / "wide.yaml")
     code = load_tool("train").main(["--config", str(tmp_path / "wide.yaml"), "--work-dir", str(tmp_path / "b"),
                                     "--resume", str(tmp_path / "a" / "last.pth")])
@@ -174,7 +179,7 @@ def frame_dataset(tmp_path, labels, name="train", root_name="frames"):
 def list_cfg(root, train, *opts, val=None):
     return load_config(None, TINY + ["data.dataset=list", f"data.root={root}", f"data.train_annotations={train}",
                                      f"data.val_annotations={val or 'null'}", "train.epochs=1",
-                                     "train.warmup_epochs=0", *opts], world_size=1)
+                                     "train.warmup_epochs=0", *opts])
 
 
 def test_unlabelled_training_entry_is_refused_by_training_and_check_dataset(tmp_path, monkeypatch, capsys):
@@ -277,7 +282,8 @@ def test_training_without_a_validation_split(tmp_path):
 # ----------------------------------------------------------------------------------- 14. loader workers
 def test_num_workers_is_clamped_to_the_cpus_of_this_process(tmp_path, monkeypatch, recwarn):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})  # one CPU, for us and for torch's own check
-    out = run_training(synthetic_cfg("train.epochs=1", "data.num_workers=3", "data.train_size=4"), tmp_path / "w")
+    out = run_training(synthetic_cfg("train.epochs=1", "data.num_workers=3", "data.synthetic.train_size=4"),
+                       tmp_path / "w")
     assert out["finished"]
     assert "data.num_workers 3 -> 1: this process may use 1 CPUs" in (tmp_path / "w" / "train.log").read_text()
     assert not [w for w in recwarn if "worker processes in total" in str(w.message)]

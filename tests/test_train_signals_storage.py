@@ -23,8 +23,8 @@ TRAIN = ROOT / "tools" / "train.py"
 CONFIG = {
     "model": {"arch": "resnet18", "width": 8, "num_classes": 2, "num_segments": 4, "pretrained": None,
               "transform": {"positions": [[1], [], [], []], "kernel_size": [3, 3, 3], "queries": 2}},
-    "data": {"dataset": "synthetic", "synthetic_classes": 2, "synthetic_frames": 4, "synthetic_resolution": [32, 32],
-             "resize": [32, 32], "crop_size": 32, "num_workers": 0, "train_size": 48, "val_size": 4},
+    "data": {"dataset": "synthetic", "resize": [32, 32], "crop_size": 32, "num_workers": 0,
+             "synthetic": {"classes": 2, "frames": 4, "resolution": [32, 32], "train_size": 48, "val_size": 4}},
     "train": {"batch_size": 4, "epochs": 2, "warmup_epochs": 1},  # 12 steps per epoch
     "test": {"batch_size": 4},
     "runtime": {"deterministic": True, "log_interval": 1, "tensorboard": False, "progress": False,
@@ -123,6 +123,7 @@ def test_ctrl_c_to_the_process_group_with_a_loader_worker_stops_cleanly(tmp_path
 def _agree(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     import torch.distributed as dist
+
     from rsanet.engine.stop import StopRequest
     dist.init_process_group("gloo", rank=rank, world_size=world)
     stop = StopRequest(distributed=True)
@@ -217,7 +218,8 @@ def in_tmpfs(command: list[str], mount: Path, size: int, keep: Path,
 
 
 def test_disk_full_mid_run_is_one_line_and_leaves_no_partial_file(tmp_path):
-    config = write_config(tmp_path, data={"train_size": 8}, train={"epochs": 3})
+    config = write_config(tmp_path, data={"synthetic": dict(CONFIG["data"]["synthetic"], train_size=8)},
+                          train={"epochs": 3})
     w, keep = tmp_path / "w", tmp_path / "kept"
     w.mkdir()
     keep.mkdir()

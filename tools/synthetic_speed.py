@@ -49,10 +49,10 @@ def main(argv=None) -> int:
     print("|---:|---:|---:|---:|")
     for size in args.sizes:
         spec = SyntheticSpec(seed=0, frames=args.frames, height=size, width=size, num_classes=8)
-        cfg = load_config(None, ["data.dataset=synthetic", f"data.synthetic_frames={args.frames}",
-                                 f"model.num_segments={args.frames}", f"data.synthetic_resolution=[{size},{size}]",
+        cfg = load_config(None, ["data.dataset=synthetic", f"data.synthetic.frames={args.frames}",
+                                 f"model.num_segments={args.frames}", f"data.synthetic.resolution=[{size},{size}]",
                                  f"data.resize=[{size},{size}]", f"data.crop_size={size}", "data.scales=[1.0]",
-                                 "data.flip=none", "data.train_size=100000", "model.num_classes=8"])
+                                 "data.flip=none", "data.synthetic.train_size=100000", "model.num_classes=8"])
         dataset = build_dataset(cfg, "train")
         gen = rate(lambda i: render_clip(spec, "train", i), args.seconds)
         item = rate(lambda i: dataset[i], args.seconds)

@@ -32,11 +32,11 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from rsanet.data.decoders import Decoded, build_decoder, decode_clip
+from rsanet.data.decoders import Decoded, decode_clip
 from rsanet.data.labels import left_right_pairs
-from rsanet.data.parsers import read_annotations
 from rsanet.data.records import Decoder, VideoRecord
 from rsanet.data.sampling import ClipSampler
+from rsanet.data.sets import dataset_module
 from rsanet.data.transforms import FlipPolicy, TestTransform, TrainTransform
 
 __all__ = ["VideoDataset", "build_dataset", "build_records", "check_bad_fraction", "BadDataError",
@@ -179,16 +179,6 @@ class VideoDataset(Dataset):
 
 
 # ------------------------------------------------------------------------------------------ builders
-def _existing(value: Optional[str], key: str, kind: str) -> Path:
-    if not value:
-        raise FileNotFoundError(f"`{key}` is not set; it must name the {kind}")
-    path = Path(value).expanduser()
-    exists = path.is_dir() if kind.endswith("folder") else path.is_file()
-    if not exists:
-        raise FileNotFoundError(f"`{key}` {kind} not found: {path}")
-    return path
-
-
 def drop_missing(records: Sequence[VideoRecord], root: Path,
                  source: str) -> tuple[list[VideoRecord], list[VideoRecord]]:
     """Split records into (present, missing) by one directory listing per folder; warn about the missing."""
@@ -207,20 +197,20 @@ def drop_missing(records: Sequence[VideoRecord], root: Path,
 
 
 def build_records(cfg, split: str) -> tuple[list[VideoRecord], Decoder, list[str], list[VideoRecord]]:
-    """(records, decoder, classes, dropped) of a real dataset split; paths are checked here, at start-up."""
-    d = cfg.data
-    root = _existing(d.root, "data.root", "data folder")
-    key = f"{split}_annotations"
-    annotations = _existing(getattr(d, key), f"data.{key}", "annotation file")
-    label_file = _existing(d.label_file, "data.label_file", "label file") if d.label_file else None
-    records, classes = read_annotations(d.dataset, annotations, label_file, d.backend, d.video_ext,
-                                        cfg.model.num_classes)
+    """(records, decoder, classes, dropped) of a split of ``cfg.data.dataset``, through its module in
+    :data:`rsanet.data.sets.DATASETS`; files are checked here, at start-up. ``dropped`` holds the listed clips
+    whose file is missing, for a dataset that drops them (``DROP_MISSING``)."""
+    kind = dataset_module(cfg.data.dataset)
+    decoder = kind.decoder(cfg)
+    classes = kind.class_names(cfg)
+    records = kind.records(cfg, split, classes)
+    source = getattr(cfg.data, f"{split}_annotations", None) or f"the {split} split"
     dropped: list[VideoRecord] = []
-    if d.dataset in ("gym99", "gym288"):
-        records, dropped = drop_missing(records, root, str(annotations))
+    if kind.DROP_MISSING:
+        records, dropped = drop_missing(records, Path(cfg.data.root).expanduser(), str(source))
     if not records:
-        raise ValueError(f"{annotations}: no usable videos under {root}")
-    return records, build_decoder(d.backend, root, d.frame_template, d.frame_start), classes, dropped
+        raise ValueError(f"{source}: no usable videos" + (f" under {cfg.data.root}" if cfg.data.root else ""))
+    return records, decoder, classes, dropped
 
 
 def build_transform(cfg, classes: Sequence[str], train: bool) -> Callable:
@@ -242,21 +232,14 @@ def build_dataset(cfg, split: str) -> VideoDataset:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     train = split == "train"
-    dropped: list[VideoRecord] = []
-    if cfg.data.dataset == "synthetic":
-        from rsanet.data.synthetic import build_synthetic
-
-        records, decoder, classes = build_synthetic(cfg, split)
-    else:
-        if cfg.data.dataset == "list" and (cfg.data.backend == "auto" or cfg.model.num_classes == 0):
-            from rsanet.data.check import resolve_list  # what the list's files decide (the engine does it first)
-            cfg = copy.deepcopy(cfg)
-            resolve_list(cfg, [split])
-        records, decoder, classes, dropped = build_records(cfg, split)
-        if len(classes) != cfg.model.num_classes:
-            raise ValueError(f"model.num_classes={cfg.model.num_classes}, but data.label_file "
-                             f"({cfg.data.label_file or 'list classes'}) defines {len(classes)} classes: set "
-                             f"model.num_classes={len(classes)} (or 0 to follow the data)")
+    if cfg.model.num_classes == 0 or cfg.data.backend == "auto":  # left to the files (the engine resolves first)
+        cfg = copy.deepcopy(cfg)
+        dataset_module(cfg.data.dataset).resolve(cfg, [split])
+    records, decoder, classes, dropped = build_records(cfg, split)
+    if len(classes) != cfg.model.num_classes:
+        raise ValueError(f"model.num_classes={cfg.model.num_classes}, but data.label_file "
+                         f"({cfg.data.label_file or 'the dataset classes'}) defines {len(classes)} classes: "
+                         f"set model.num_classes={len(classes)} (or 0 to follow the data)")
     sampler = ClipSampler(cfg.model.num_segments, train, 1 if train else cfg.test.clips, cfg.data.sampler,
                           cfg.data.dense_stride, cfg.data.segment_rule)
     return VideoDataset(records, decoder, sampler, build_transform(cfg, classes, train), classes, train,

@@ -1,10 +1,15 @@
-"""One small record type for every dataset, and the decoder interface every backend implements."""
+"""One small record type for every dataset, the decoder interface every backend implements, and the file
+extensions that count as videos."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Optional, Protocol, Sequence
 
 import numpy as np
+
+# Extensions of video files (a path with another extension, or none, is a frame folder where it matters:
+# a list dataset's backend, tools/make_list.py, frame extraction).
+VIDEO_EXTS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v")
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,11 @@ pair (left/right, up/down, clockwise/counter-clockwise, approaching/receding), s
 the same frames in opposite orders. A frame-averaging model (TSN with 2D convolutions) is therefore at
 chance by construction; the only thing that differs between classes is how *consecutive* frames relate.
 
-``synthetic_classes: K`` keeps the first K classes (``K = 2`` is background moving left vs right). Splits
+``data.synthetic.classes: K`` keeps the first K classes (``K = 2`` is background moving left vs right). Splits
 ``train``, ``val`` and ``test`` are independent random streams of the same distribution (``test`` is its own
-held-out set of ``data.val_size`` clips). Nothing is written to disk: a record's path is
-``synthetic://<split>/<index>``, and frames are rendered on request.
+held-out set of ``data.synthetic.val_size`` clips). Nothing is written to disk: a record's path is
+``synthetic://<split>/<index>``, and frames are rendered on request. The dataset around this generator (its
+config section, records and splits) is :mod:`rsanet.data.sets.synthetic`.
 """
 from __future__ import annotations
 
@@ -44,10 +45,10 @@ import numpy as np
 from rsanet.data.records import VideoRecord
 
 __all__ = ["CLASS_NAMES", "NUM_VARS", "SPLITS", "SyntheticSpec", "SyntheticDecoder", "VideoContent",
-           "build_synthetic", "class_motion", "make_content", "clip_states", "render_background", "render_object",
+           "class_motion", "make_content", "clip_states", "render_background", "render_object",
            "render_frames", "render_clip", "video_label"]
 
-# Class names in label order; ``synthetic_classes: K`` keeps the first K.
+# Class names in label order; ``data.synthetic.classes: K`` keeps the first K.
 CLASS_NAMES = (
     "background moving left", "background moving right", "background moving up", "background moving down",
     "background rotating clockwise", "background rotating counter-clockwise", "background approaching",
@@ -90,20 +91,12 @@ class SyntheticSpec:
 
     def __post_init__(self) -> None:
         if not 2 <= self.num_classes <= len(CLASS_NAMES):
-            raise ValueError(f"data.synthetic_classes must be in 2..{len(CLASS_NAMES)}, got {self.num_classes}")
+            raise ValueError(f"data.synthetic.classes must be in 2..{len(CLASS_NAMES)}, got {self.num_classes}")
         if self.frames < 2:
-            raise ValueError(f"data.synthetic_frames must be at least 2, got {self.frames}")
+            raise ValueError(f"data.synthetic.frames must be at least 2, got {self.frames}")
         if self.height < 16 or self.width < 16:
-            raise ValueError(f"data.synthetic_resolution must be at least [16, 16], got "
+            raise ValueError(f"data.synthetic.resolution must be at least [16, 16], got "
                              f"[{self.height}, {self.width}]")
-
-    @classmethod
-    def from_config(cls, cfg) -> "SyntheticSpec":
-        """Spec from a full :class:`rsanet.config.Config` (reads the ``data.synthetic_*`` keys)."""
-        d = cfg.data
-        h, w = d.synthetic_resolution
-        return cls(seed=d.synthetic_seed, frames=d.synthetic_frames, height=h, width=w,
-                   num_classes=d.synthetic_classes)
 
     @property
     def classes(self) -> list[str]:
@@ -318,18 +311,3 @@ class SyntheticDecoder:
         if m is None:
             raise ValueError(f"not a synthetic video path: {record.path!r} (expected synthetic://<split>/<index>)")
         return render_clip(self.spec, m.group(1), int(m.group(2)), indices=indices)
-
-
-def build_synthetic(cfg, split: str) -> tuple[list[VideoRecord], SyntheticDecoder, list[str]]:
-    """Records, decoder and class names of a synthetic split (``train``: data.train_size clips, ``val`` and
-    ``test``: data.val_size clips each, from independent seed streams)."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown synthetic split {split!r}; expected one of {sorted(SPLITS)}")
-    spec = SyntheticSpec.from_config(cfg)
-    size = cfg.data.train_size if split == "train" else cfg.data.val_size
-    records = [
-        VideoRecord(path=f"synthetic://{split}/{i}", num_frames=spec.frames, label=video_label(spec, i),
-                    video_id=f"{split}/{i}")
-        for i in range(size)
-    ]
-    return records, SyntheticDecoder(spec), spec.classes

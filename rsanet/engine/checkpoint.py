@@ -5,8 +5,11 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so t
 
 ``model``, ``optimizer``, ``scheduler``, ``scaler`` (or None) state dicts; ``epoch`` (epochs completed),
 ``step_in_epoch`` (optimizer steps done in epoch ``epoch``; 0 at an epoch end), ``global_step``,
-``steps_per_epoch``, ``world_size``; ``best_top1``, ``best_epoch``, ``last_top1``; ``rng`` (one entry per
-rank); ``config`` (``config_to_dict`` of the resolved config); ``format`` (version of this layout).
+``steps_per_epoch``; ``run_state`` (``RunState.as_dict()``: world size, total batch, scaled LR);
+``best_top1``, ``best_epoch``, ``last_top1``; ``rng`` (one entry per rank); ``config`` (``config_to_dict`` of
+the resolved config); ``format`` (version of this layout: 2; format 1 stored ``world_size`` instead of
+``run_state``, and a config with the derived keys ``runtime.world_size``, ``train.total_batch`` and
+``train.scaled_lr``, which :func:`load_checkpoint` drops, as it renames older keys; both load).
 
 Files in a work dir: ``last.pth`` (the newest state), ``best.pth`` (best validation top-1),
 ``epoch_NNN.pth`` (the last few epoch ends, hard links where the file system allows). Writes go to
@@ -26,13 +29,14 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from rsanet.config import upgrade_config_dict
 from rsanet.storage import os_error_in, storage_error
 
 __all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "save_checkpoint", "load_checkpoint", "link_checkpoint",
            "find_resume_checkpoint", "epoch_checkpoints", "prune_epoch_checkpoints", "capture_rng_state",
            "restore_rng_state", "model_state_from_checkpoint"]
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
 _REQUIRED = ("model", "optimizer", "scheduler", "epoch", "step_in_epoch", "global_step", "config", "rng")
 _EPOCH_RE = re.compile(r"^epoch_(\d+)\.pth$")
 
@@ -106,7 +110,8 @@ def link_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
 
 def load_checkpoint(path: str | os.PathLike, require_training_state: bool = True) -> dict:
     """Load one of our checkpoints with ``weights_only=True``; raise :class:`CheckpointError` naming the file
-    when it is missing, truncated, corrupt or lacks the training state."""
+    when it is missing, truncated, corrupt or lacks the training state. A stored config of an older version is
+    updated to today's keys (``rsanet.config.upgrade_config_dict``)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -116,6 +121,8 @@ def load_checkpoint(path: str | os.PathLike, require_training_state: bool = True
         raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} does not hold a dict but a {type(state).__name__}")
+    if isinstance(state.get("config"), dict):
+        state["config"] = upgrade_config_dict(state["config"], f"config stored in {path}")
     if require_training_state:
         missing = [k for k in _REQUIRED if k not in state]
         if missing and isinstance(state.get("state_dict"), dict) and "best_prec1" in state:

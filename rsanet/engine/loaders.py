@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from rsanet.config import Config
 from rsanet.dist import DistContext
+from rsanet.engine.run_state import RunState
 from rsanet.engine.stop import ignore_stop_signals
 
 __all__ = ["ResumableDistributedSampler", "build_train_loader", "build_eval_loader", "check_bad_fraction",
@@ -46,17 +47,16 @@ def _loader_kwargs(cfg: Config, ctx: DistContext, persistent: bool) -> dict:
             "worker_init_fn": ignore_stop_signals if workers > 0 else None}
 
 
-def build_train_loader(dataset: Dataset, cfg: Config,
-                       ctx: DistContext) -> tuple[DataLoader, ResumableDistributedSampler]:
+def build_train_loader(dataset: Dataset, cfg: Config, ctx: DistContext,
+                       run: RunState) -> tuple[DataLoader, ResumableDistributedSampler]:
     """Shuffled, sharded, full batches of ``train.batch_size`` clips per process (the remainder is dropped)."""
     sampler = ResumableDistributedSampler(dataset, ctx.world_size, ctx.rank, shuffle=True,
                                           seed=cfg.runtime.seed, drop_last=True)
-    per_step = cfg.train.batch_size * cfg.train.accumulate
-    if sampler.num_samples < per_step:
+    if sampler.num_samples < run.clips_per_process:
         raise ValueError(f"the training split has {len(dataset)} clips: too few for one optimizer step of "
-                         f"train.batch_size={cfg.train.batch_size} x train.accumulate={cfg.train.accumulate} "
-                         f"clips on each of {ctx.world_size} processes")
-    loader = DataLoader(dataset, batch_size=cfg.train.batch_size, sampler=sampler, drop_last=True,
+                         f"train.batch_size={run.batch_size} x train.accumulate={run.accumulate} "
+                         f"clips on each of {run.world_size} processes")
+    loader = DataLoader(dataset, batch_size=run.batch_size, sampler=sampler, drop_last=True,
                         **_loader_kwargs(cfg, ctx, persistent=True))
     return loader, sampler
 

@@ -3,9 +3,9 @@
 - SGD with momentum and Nesterov; weight decay on weight matrices and kernels only: every parameter with
   at most one dimension (BatchNorm scales and shifts, biases) gets no decay.
 - The learning rate ``train.lr`` holds for ``train.lr_reference_batch`` clips and is scaled linearly to the
-  real total batch (``train.scaled_lr``, derived by the config).
-- Linear warm-up to ``scaled_lr`` over ``warmup_epochs`` epochs, then a cosine decay to the final LR
-  (``min_lr_ratio * scaled_lr``, or ``min_lr`` when that is set). ``train.lr_schedule`` says how often the
+  real total batch (``RunState.scaled_lr``, :mod:`rsanet.engine.run_state`).
+- Linear warm-up to the scaled LR over ``warmup_epochs`` epochs, then a cosine decay to the final LR
+  (``min_lr_ratio`` times the scaled LR, or ``min_lr`` when that is set). ``train.lr_schedule`` says how often the
   LR changes: ``epoch`` (:class:`EpochWarmupCosine`, the authors' code: once per epoch, before it) or
   ``step`` (:class:`WarmupCosine`, ours: every optimizer step). Either way the scheduler is stepped after
   every optimizer step.
@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from rsanet.config import Config
+from rsanet.engine.run_state import RunState
 
 __all__ = ["param_groups", "build_optimizer", "WarmupCosine", "EpochWarmupCosine", "build_scheduler",
            "build_criterion"]
@@ -49,13 +50,13 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
             {"params": no_decay, "weight_decay": 0.0, "names": no_decay_names}]
 
 
-def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.SGD:
-    """SGD (momentum, Nesterov) at ``train.scaled_lr`` with the two weight-decay groups."""
+def build_optimizer(cfg: Config, model: nn.Module, run: RunState) -> torch.optim.SGD:
+    """SGD (momentum, Nesterov) at the run's scaled LR (``run.scaled_lr``) with the two weight-decay groups."""
     tr = cfg.train
     groups = [g for g in param_groups(model, tr.weight_decay) if g["params"]]
     for g in groups:
         g.pop("names")
-    return torch.optim.SGD(groups, lr=tr.scaled_lr, momentum=tr.momentum, nesterov=tr.nesterov and tr.momentum > 0,
+    return torch.optim.SGD(groups, lr=run.scaled_lr, momentum=tr.momentum, nesterov=tr.nesterov and tr.momentum > 0,
                            weight_decay=tr.weight_decay)
 
 
@@ -127,8 +128,8 @@ class EpochWarmupCosine(torch.optim.lr_scheduler.LRScheduler):
         return [self.epoch_lr(base, epoch) for base in self.base_lrs]
 
 
-def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer,
-                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int,
+                    run: RunState) -> torch.optim.lr_scheduler.LRScheduler:
     """The scheduler of ``train.lr_schedule``: ``epoch`` (:class:`EpochWarmupCosine`) or ``step`` (a LambdaLR
     of :class:`WarmupCosine`, warm-up over ``round(warmup_epochs * steps_per_epoch)`` steps, then cosine).
 
@@ -138,7 +139,7 @@ def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer,
     if steps_per_epoch < 1:
         raise ValueError(f"an epoch must have at least one optimizer step, got {steps_per_epoch}")
     if tr.min_lr > 0:  # an absolute final LR replaces the ratio
-        min_factor = tr.min_lr / tr.scaled_lr if tr.scaled_lr > 0 else 0.0
+        min_factor = tr.min_lr / run.scaled_lr if run.scaled_lr > 0 else 0.0
     else:
         min_factor = tr.min_lr_ratio
     if tr.lr_schedule == "epoch":

@@ -21,23 +21,24 @@ import numpy as np
 import torch
 from torch import nn
 
-from rsanet.config import Config, config_to_dict, dump_config, validate
+from rsanet.config import Config, config_to_dict, dump_config
 from rsanet.dist import (DistContext, all_gather_object, barrier, broadcast_buffers, destroy_distributed,
-                         env_world_size, init_distributed)
+                         init_distributed)
 from rsanet.engine.checkpoint import (CHECKPOINT_FORMAT, CheckpointError, capture_rng_state, find_resume_checkpoint,
                                       link_checkpoint, load_checkpoint, prune_epoch_checkpoints, restore_rng_state,
                                       save_checkpoint)
 from rsanet.engine.evaluate import EvalResult, evaluate, format_metrics
 from rsanet.engine.loaders import build_eval_loader, build_train_loader
 from rsanet.engine.optim import build_criterion, build_optimizer, build_scheduler
+from rsanet.engine.run_state import RunState
 from rsanet.engine.stop import StopRequest, signal_name
 from rsanet.engine.train import TrainParts, TrainState, train_one_epoch
 from rsanet.engine.weights import init_from_checkpoint, load_model_weights, read_model_weights
-from rsanet.logging import RunLogger, get_logger
 from rsanet.metrics import per_class_report, save_scores
+from rsanet.runlog import RunLogger, get_logger
 from rsanet.storage import check_writable, storage_error
 
-__all__ = ["run_training", "run_test", "seed_everything", "configure_determinism", "prepare_model"]
+__all__ = ["run_training", "run_test", "seed_everything", "configure_determinism", "prepare_model", "RunCheckpoints"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -72,15 +73,16 @@ Note = tuple[str, str]  # (level "info" | "warning", message), logged once the r
 
 
 def _has_split(cfg: Config, split: str) -> bool:
-    """False when the config names no annotation file for ``split`` (e.g. ``data.val_annotations: null``)."""
-    return cfg.data.dataset == "synthetic" or getattr(cfg.data, f"{split}_annotations", None) is not None
+    """False when the config gives ``split`` no data (e.g. ``data.val_annotations: null``)."""
+    from rsanet.data.sets import dataset_module
+    return dataset_module(cfg.data.dataset).has_split(cfg.data, split)
 
 
 def _prepare_data(cfg: Config, splits: list[str], train_split: Optional[str] = None) -> tuple[dict, list[Note]]:
     """Resolve what a list dataset leaves to its files, build the datasets of ``splits`` and run the start-up
     checks (unlabelled training entries, backend mismatch, missing entries); ``cfg`` is updated in place."""
-    from rsanet.data.check import check_entries, check_train_labels, resolve_list
-    notes = resolve_list(cfg, splits)
+    from rsanet.data.check import check_entries, check_train_labels, resolve_from_files
+    notes = resolve_from_files(cfg, splits)
     datasets = _build_datasets(cfg, splits)
     for split, dataset in datasets.items():
         source = getattr(cfg.data, f"{split}_annotations", None) or f"the {split} split"
@@ -184,24 +186,35 @@ def _checkpoint_state(parts: TrainParts, state: TrainState) -> dict:
     return {"format": CHECKPOINT_FORMAT, "model": parts.net.state_dict(), "optimizer": parts.optimizer.state_dict(),
             "scheduler": parts.scheduler.state_dict(),
             "scaler": parts.scaler.state_dict() if parts.scaler is not None else None,
-            "steps_per_epoch": parts.steps_per_epoch, "world_size": parts.ctx.world_size, "rng": rng,
+            "steps_per_epoch": parts.steps_per_epoch, "run_state": parts.run.as_dict(), "rng": rng,
             "config": config_to_dict(parts.cfg), **counters}
 
 
-def _save(parts: TrainParts, state: TrainState, work_dir: Path, epoch_end: bool, is_best: bool) -> None:
-    """Write last.pth (rank 0), and at epoch ends link epoch_NNN.pth (and best.pth) to it."""
-    ckpt = _checkpoint_state(parts, state)
-    if parts.ctx.is_main:
-        last = save_checkpoint(ckpt, work_dir / "last.pth")
-        if epoch_end and parts.cfg.runtime.keep_epoch_checkpoints > 0:
-            link_checkpoint(last, work_dir / f"epoch_{state.epoch:03d}.pth")
-            prune_epoch_checkpoints(work_dir, parts.cfg.runtime.keep_epoch_checkpoints)
-        if is_best:
-            link_checkpoint(last, work_dir / "best.pth")
-        where = f"epoch {state.epoch}" + (f" + {state.step_in_epoch} steps" if state.step_in_epoch else "")
-        parts.logger.info(f"saved {last} ({where})" + (" and best.pth" if is_best else ""))
-    state.last_checkpoint = str(work_dir / "last.pth")
-    barrier()
+@dataclass
+class RunCheckpoints:
+    """The checkpoints of a run in ``work_dir``: ``last.pth``, ``epoch_NNN.pth`` and ``best.pth``. The train
+    loop's :class:`~rsanet.engine.train.Checkpointer` (it calls :meth:`save_last` on a stop signal and every
+    ``runtime.checkpoint_interval`` steps); the epoch loop calls :meth:`save` at every epoch end."""
+
+    work_dir: Path
+
+    def save(self, parts: TrainParts, state: TrainState, epoch_end: bool = False, is_best: bool = False) -> None:
+        """Write last.pth (rank 0), and at epoch ends link epoch_NNN.pth (and best.pth) to it. A collective."""
+        ckpt = _checkpoint_state(parts, state)
+        if parts.ctx.is_main:
+            last = save_checkpoint(ckpt, self.work_dir / "last.pth")
+            if epoch_end and parts.cfg.runtime.keep_epoch_checkpoints > 0:
+                link_checkpoint(last, self.work_dir / f"epoch_{state.epoch:03d}.pth")
+                prune_epoch_checkpoints(self.work_dir, parts.cfg.runtime.keep_epoch_checkpoints)
+            if is_best:
+                link_checkpoint(last, self.work_dir / "best.pth")
+            where = f"epoch {state.epoch}" + (f" + {state.step_in_epoch} steps" if state.step_in_epoch else "")
+            parts.logger.info(f"saved {last} ({where})" + (" and best.pth" if is_best else ""))
+        state.last_checkpoint = str(self.work_dir / "last.pth")
+        barrier()
+
+    def save_last(self, parts: TrainParts, state: TrainState) -> None:
+        self.save(parts, state)
 
 
 _SCHEDULE_KEYS = ("train.epochs", "train.lr", "train.warmup_epochs", "train.min_lr", "train.lr_reference_batch",
@@ -243,6 +256,9 @@ def _schedule_note(parts: TrainParts, ckpt: dict, steps_done: int) -> Optional[s
         return None
     tr = parts.cfg.train
     keys = [c for c in _config_changes(ckpt["config"], config_to_dict(parts.cfg)) if c.startswith(_SCHEDULE_KEYS)]
+    old_batch = (ckpt.get("run_state") or {}).get("total_batch")
+    if old_batch is not None and old_batch != parts.run.total_batch:
+        keys.append(f"total batch: {old_batch} -> {parts.run.total_batch}")
     old_lr, new_lr = ckpt["optimizer"]["param_groups"][0]["lr"], parts.optimizer.param_groups[0]["lr"]
     total, peak = tr.epochs * parts.steps_per_epoch, parts.scheduler.base_lrs[0]
     fn = parts.scheduler.lr_lambdas[0] if hasattr(parts.scheduler, "lr_lambdas") else parts.scheduler
@@ -292,7 +308,7 @@ def _config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             out += _config_changes(a, b, f"{prefix}{key}.")
-        elif a != b and not key.startswith(("world_size", "work_dir", "scaled_lr", "total_batch")):
+        elif a != b and key != "work_dir":
             out.append(f"{prefix}{key}: {a!r} -> {b!r}")
     return out
 
@@ -381,25 +397,27 @@ class _Run:
     train_sampler: object
     val_loader: object  # None without a validation split
     val_set: object
-    work_dir: Path
+    checkpoints: RunCheckpoints
+
+    @property
+    def work_dir(self) -> Path:
+        return self.checkpoints.work_dir
 
 
-def _write_config(cfg: Config, path: Path) -> None:
+def _write_run_files(cfg: Config, run: RunState, work_dir: Path) -> None:
+    """``config.yaml`` (the resolved config) and ``run_state.json`` (what this run derived from it)."""
+    path = work_dir / "config.yaml"
     try:
         dump_config(cfg, path)
     except OSError as e:
         path.with_name(path.name + ".tmp").unlink(missing_ok=True)
         raise storage_error(path, e) from None
+    run.save(work_dir / "run_state.json")
 
 
-def _setup(cfg: Config, ctx: DistContext, work_dir: Path, datasets: dict, resumed,
-           logger: RunLogger) -> tuple[_Run, Optional[dict]]:
-    if ctx.is_main:
-        _write_config(cfg, work_dir / "config.yaml")
-    tr = cfg.train
-    logger.info(f"work dir {work_dir}; {ctx.world_size} process(es) on {ctx.device}; total batch {tr.total_batch} = "
-                f"{tr.batch_size} x {ctx.world_size} x {tr.accumulate}; lr {tr.scaled_lr:g} "
-                f"(= {tr.lr:g} x {tr.total_batch}/{tr.lr_reference_batch})")
+def _build_parts(cfg: Config, ctx: DistContext, run: RunState, datasets: dict, resumed,
+                 logger: RunLogger) -> tuple[TrainParts, object, object]:
+    """The model (ImageNet, ``model.init_from`` or left for the checkpoint), loader, optimizer and schedule."""
     seed_everything(cfg.runtime.seed)  # same initial weights on every rank
     model_cfg = copy.deepcopy(cfg)
     if resumed is not None or cfg.model.init_from:
@@ -407,12 +425,23 @@ def _setup(cfg: Config, ctx: DistContext, work_dir: Path, datasets: dict, resume
     net = prepare_model(model_cfg, ctx, train=True)
     if resumed is None and cfg.model.init_from:
         _init_from(net, cfg, logger)
-    train_loader, train_sampler = build_train_loader(datasets[cfg.train.split], cfg, ctx)
-    steps = len(train_loader) // cfg.train.accumulate
-    optimizer = build_optimizer(cfg, net)
+    train_loader, train_sampler = build_train_loader(datasets[cfg.train.split], cfg, ctx, run)
+    steps = len(train_loader) // run.accumulate
+    optimizer = build_optimizer(cfg, net, run)
     scaler = torch.amp.GradScaler(ctx.device.type) if cfg.train.amp == "fp16" else None
-    parts = TrainParts(cfg, ctx, net, net, build_criterion(cfg).to(ctx.device), optimizer,
-                       build_scheduler(cfg, optimizer, steps), scaler, logger, steps)
+    parts = TrainParts(cfg, ctx, run, net, net, build_criterion(cfg).to(ctx.device), optimizer,
+                       build_scheduler(cfg, optimizer, steps, run), scaler, logger, steps)
+    return parts, train_loader, train_sampler
+
+
+def _setup(cfg: Config, ctx: DistContext, work_dir: Path, datasets: dict, resumed,
+           logger: RunLogger) -> tuple[_Run, Optional[dict]]:
+    run_state = RunState.of(cfg, ctx.world_size)
+    if ctx.is_main:
+        _write_run_files(cfg, run_state, work_dir)
+    logger.info(f"work dir {work_dir}; {ctx.world_size} process(es) on {ctx.device}; {run_state.describe()}")
+    parts, train_loader, train_sampler = _build_parts(cfg, ctx, run_state, datasets, resumed, logger)
+    parts.checkpointer = checkpoints = RunCheckpoints(work_dir)
     state, rng = TrainState(), None
     if resumed is not None:
         path, ckpt = resumed
@@ -420,18 +449,16 @@ def _setup(cfg: Config, ctx: DistContext, work_dir: Path, datasets: dict, resume
         if changes:
             logger.warning("config changed since the checkpoint; this config applies: " + "; ".join(changes))
         rng = _restore(parts, ckpt, path, state)
-        logger.info(f"resumed from {path}: epoch {state.epoch}, step {state.step_in_epoch}/{steps}, "
+        logger.info(f"resumed from {path}: epoch {state.epoch}, step {state.step_in_epoch}/{parts.steps_per_epoch}, "
                     f"best top1 {state.best_top1:.2f}")
     else:
         seed_everything(cfg.runtime.seed + ctx.rank)
-    parts.model = _wrap(net, cfg, ctx)
+    parts.model = _wrap(parts.net, cfg, ctx)
     val_set = datasets.get(cfg.train.val_split)
     if val_set is None:
         logger.info(f"no validation: data.{cfg.train.val_split}_annotations is null; best.pth is the last epoch")
     val_loader = build_eval_loader(val_set, cfg, ctx) if val_set is not None else None
-    run = _Run(parts, state, train_loader, train_sampler, val_loader, val_set, work_dir)
-    parts.save_last = lambda: _save(parts, state, work_dir, epoch_end=False, is_best=False)
-    return run, rng
+    return _Run(parts, state, train_loader, train_sampler, val_loader, val_set, checkpoints), rng
 
 
 def _init_from(net: nn.Module, cfg: Config, logger: RunLogger) -> None:
@@ -474,10 +501,10 @@ def _end_epoch(run: _Run) -> None:
         try:
             is_best = _validate_epoch(run)
         except BadDataError:
-            _save(parts, state, run.work_dir, epoch_end=True, is_best=False)
+            run.checkpoints.save(parts, state, epoch_end=True, is_best=False)
             parts.logger.error(f"validation after epoch {state.epoch} failed; the epoch is saved in last.pth")
             raise
-    _save(parts, state, run.work_dir, epoch_end=True, is_best=is_best)
+    run.checkpoints.save(parts, state, epoch_end=True, is_best=is_best)
 
 
 def _log_stop(run: _Run) -> None:
@@ -495,7 +522,7 @@ def _epoch_loop(run: _Run, rng: Optional[dict], stop_after: Optional[int]) -> bo
         restore_rng_state(rng)  # captured at an epoch end, before the next epoch's loader iterator
     while state.epoch < cfg.train.epochs:
         run.train_sampler.set_epoch(state.epoch)
-        run.train_sampler.skip = state.step_in_epoch * cfg.train.accumulate * cfg.train.batch_size
+        run.train_sampler.skip = state.step_in_epoch * parts.run.clips_per_process
         done = train_one_epoch(parts, state, run.train_loader, rng if mid_epoch else None, stop_after)
         mid_epoch = False
         if not done:
@@ -574,9 +601,6 @@ def run_training(cfg: Config, work_dir: str | os.PathLike | None = None, resume:
     work_dir = Path(work_dir or cfg.runtime.work_dir)
     cfg = copy.deepcopy(cfg)
     cfg.runtime.work_dir = str(work_dir)
-    world = env_world_size()
-    if world != cfg.runtime.world_size:
-        validate(cfg, world_size=world)
     datasets, resumed, notes = _checks_before_start(cfg, work_dir, resume)
     configure_determinism(cfg.runtime.deterministic, cfg.train.tf32)
     ctx = init_distributed(cfg.runtime.device, cfg.runtime.dist_backend, cfg.runtime.dist_timeout_minutes)
@@ -639,9 +663,6 @@ def run_test(cfg: Config, checkpoint: str | os.PathLike, work_dir: str | os.Path
     work_dir = Path(work_dir) if work_dir else checkpoint.parent
     cfg = copy.deepcopy(cfg)
     cfg.model.pretrained = None  # every weight comes from the checkpoint
-    world = env_world_size()
-    if world != cfg.runtime.world_size:
-        validate(cfg, world_size=world)
     datasets, notes = _prepare_data(cfg, [cfg.test.split])
     dataset = datasets[cfg.test.split]
     check_writable(work_dir, what="output folder")

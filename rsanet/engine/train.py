@@ -10,8 +10,8 @@ import contextlib
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
-from typing import Callable, Optional
+from dataclasses import dataclass
+from typing import Optional, Protocol
 
 import torch
 from torch import nn
@@ -21,10 +21,11 @@ from rsanet.config import Config
 from rsanet.dist import DistContext, all_reduce_sum
 from rsanet.engine.checkpoint import restore_rng_state
 from rsanet.engine.loaders import check_bad_fraction, to_device
+from rsanet.engine.run_state import RunState
 from rsanet.engine.stop import StopRequest
-from rsanet.logging import RunLogger
+from rsanet.runlog import RunLogger
 
-__all__ = ["TrainState", "TrainParts", "NonFiniteLossError", "autocast", "train_one_epoch"]
+__all__ = ["TrainState", "TrainParts", "Checkpointer", "NonFiniteLossError", "autocast", "train_one_epoch"]
 
 # fp16: the run is declared diverged when the loss scale falls below this. The scaler starts at 2^16 and
 # halves the scale on each overflow, so its calibration (a few skips) stays far above it; 17 overflows in a
@@ -49,12 +50,21 @@ class TrainState:
     last_checkpoint: str = ""  # newest checkpoint written (for error messages; not saved)
 
 
+class Checkpointer(Protocol):
+    """Saves the training state when the loop asks (a stop signal, ``runtime.checkpoint_interval``); the
+    engine's is :class:`rsanet.engine.runner.RunCheckpoints`. A collective: called on every rank."""
+
+    def save_last(self, parts: "TrainParts", state: "TrainState") -> None:
+        """Write ``last.pth`` of the current state."""
+
+
 @dataclass
 class TrainParts:
     """What one training step needs. ``model`` may be wrapped (DDP / compile); ``net`` is the bare module."""
 
     cfg: Config
     ctx: DistContext
+    run: RunState  # world size, total batch, scaled LR of this run
     model: nn.Module
     net: nn.Module
     criterion: nn.Module
@@ -63,7 +73,7 @@ class TrainParts:
     scaler: Optional[torch.amp.GradScaler]
     logger: RunLogger
     steps_per_epoch: int
-    save_last: Callable[[], None] = field(default=lambda: None)  # writes last.pth of the current state
+    checkpointer: Optional[Checkpointer] = None  # writes last.pth mid-epoch; None: nothing is saved mid-epoch
     stop: Optional[StopRequest] = None  # SIGTERM / SIGINT: save and stop after the current step
 
 
@@ -181,12 +191,12 @@ def train_one_epoch(parts: TrainParts, state: TrainState, loader, rng_after_iter
     A stop signal (``parts.stop``) before the epoch's last step saves last.pth and ends the epoch early.
     Returns False when stopped early, True when the epoch is complete.
     """
-    cfg, ctx = parts.cfg, parts.ctx
+    cfg = parts.cfg
     parts.model.train()
     it = iter(loader)
     if rng_after_iter is not None:
         restore_rng_state(rng_after_iter)
-    clips_per_step = cfg.train.batch_size * cfg.train.accumulate * ctx.world_size
+    clips_per_step = parts.run.total_batch
     bad, seen, skipped = 0.0, 0, 0
     meter, bar = _Meter(), _progress(parts.logger, cfg, parts.steps_per_epoch, state)
     while state.step_in_epoch < parts.steps_per_epoch:
@@ -209,10 +219,10 @@ def train_one_epoch(parts: TrainParts, state: TrainState, loader, rng_after_iter
         if state.step_in_epoch < parts.steps_per_epoch:
             if parts.stop is not None and parts.stop.poll():
                 _close(bar)
-                parts.save_last()
+                _save_last(parts, state)
                 return False
             if _mid_epoch_save_due(cfg, state):
-                parts.save_last()
+                _save_last(parts, state)
         if stop_after is not None and state.global_step >= stop_after:
             _close(bar)
             return False
@@ -220,6 +230,11 @@ def train_one_epoch(parts: TrainParts, state: TrainState, loader, rng_after_iter
     total = all_reduce_sum([bad, seen])
     check_bad_fraction(float(total[0]), float(total[1]), cfg.data.max_bad_fraction, cfg.train.split)
     return True
+
+
+def _save_last(parts: TrainParts, state: TrainState) -> None:
+    if parts.checkpointer is not None:
+        parts.checkpointer.save_last(parts, state)
 
 
 def _log_due(parts: TrainParts, state: TrainState) -> bool:

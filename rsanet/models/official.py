@@ -317,7 +317,7 @@ def _check_against_model(state: Mapping[str, torch.Tensor], model: dict) -> dict
     from rsanet.config import config_from_dict
     from rsanet.models.tsn_resnet import TSNResNet
 
-    mcfg = config_from_dict({"model": model}, source="keys inferred from the checkpoint", world_size=1).model
+    mcfg = config_from_dict({"model": model}, source="keys inferred from the checkpoint").model
     with torch.device("meta"):  # shapes only: no memory, no init cost
         own = TSNResNet(mcfg).state_dict()
     missing = [k for k in own if k not in state]

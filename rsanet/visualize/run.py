@@ -24,7 +24,7 @@ import numpy as np
 from torch import nn
 
 from rsanet.config import Config
-from rsanet.inference import SYNTHETIC_PREFIX, load_clip
+from rsanet.inference import load_clip
 from rsanet.visualize.capture import (KernelCapture, capture_kernels, default_layer, kernel_changes,
                                       mirror_query)
 from rsanet.visualize.render import Layout, render_clip, render_kernels
@@ -65,10 +65,12 @@ def _write(cap: KernelCapture, out_dir: Path, stem: str, layout: Layout, queries
 
 
 def _stem(video: str | os.PathLike) -> str:
-    """File-name stem for a video: ``clip`` for clip.mp4, ``synthetic_test_3`` for synthetic://test/3."""
+    """File-name stem for a video: ``clip`` for clip.mp4, ``synthetic_test_3`` for synthetic://test/3 (a video
+    a dataset names itself, ``<scheme>://<name>``)."""
     text = str(video)
-    if text.startswith(SYNTHETIC_PREFIX):
-        return "synthetic_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", text[len(SYNTHETIC_PREFIX):])
+    scheme, sep, name = text.partition("://")
+    if sep:
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{scheme}_{name}")
     return Path(text).stem or "video"
 
 

@@ -126,14 +126,15 @@ def test_counter_convention_counts_grouped_conv3d_einsum_and_linear():
 
 @pytest.mark.parametrize("kind", ["rsa", "self_attention"])
 def test_fake_tensor_count_equals_a_real_forward(kind):
-    cfg = load_config(None, ["model.width=16", f"model.transform.type={kind}", "model.transform.kernel_size=[3,5,5]"])
+    cfg = load_config(None, ["model.width=16", f"model.transform.type={kind}",
+                             f"model.transform.{kind}.kernel_size=[3,5,5]"])
     fake = complexity(cfg, frames=4, size=64)
     real = complexity(cfg, frames=4, size=64, fake=False)
     assert fake == real and fake["flops"] > 0
 
 
 def test_tool_prints_json(tmp_path):
-    opts = ["model.width=16", "model.transform.kernel_size=[3,3,3]"]
+    opts = ["model.width=16", "model.transform.rsa.kernel_size=[3,3,3]"]
     out = subprocess.run([sys.executable, str(ROOT / "tools" / "flops.py"), "--json", "--frames", "4", "--size", "64",
                           "--opts", *opts], capture_output=True, text=True, check=True, cwd=tmp_path).stdout
     result = json.loads(out)

@@ -45,14 +45,18 @@ def rsa_undecomposed(q, k, v, P1, H1, G, I, kernel_size, strategy: str = "auto",
     b, n, L, cq = q.shape
     thw = v.shape[2:]
     basic, relational = (taps if taps is not None else (None, None))
-    kappa = None
+    kappa, a = None, None
     if H1 is not None:
         # (B, C_Q*M, T, H, W) -> (B, N, C_Q, M): K (*) r(H1) with the M filters of each key channel's group
         a = _positions(channelwise_window_conv(k, key_filters(H1, cq, kernel_size), strategy), cq)
-        kappa = _tap(relational, torch.matmul(q, a), thw)  # kappa^R: (B, N, L, C_Q) @ (B, N, C_Q, M)
-    if P1 is not None:
-        kappa_v = _tap(basic, torch.matmul(q, P1.t()), thw)  # kappa^V = q P^T: (B, N, L, C_Q) @ (C_Q, M)
-        kappa = kappa_v if kappa is None else kappa + kappa_v
+    if a is not None and P1 is not None and taps is None:
+        kappa = torch.matmul(q, a + P1.t())  # q (P1^T + K (*) r(H1)): (B, N, L, C_Q) @ (B, N, C_Q, M)
+    else:
+        if a is not None:
+            kappa = _tap(relational, torch.matmul(q, a), thw)  # kappa^R: (B, N, L, C_Q) @ (B, N, C_Q, M)
+        if P1 is not None:
+            kappa_v = _tap(basic, torch.matmul(q, P1.t()), thw)  # kappa^V = q P^T: (B, N, L, C_Q) @ (C_Q, M)
+            kappa = kappa_v if kappa is None else kappa + kappa_v
     # (B, C_Q, T, H, W, M) -> (B, N, M, C_Q): the explicit value windows
     windows = unfold_window(v, kernel_size).permute(0, 2, 3, 4, 5, 1).reshape(b, n, -1, cq)
     w = torch.matmul(kappa, windows)  # kappa X^V: (B, N, L, M) @ (B, N, M, C_Q) -> (B, N, L, C_Q)

@@ -3,7 +3,7 @@
 One schema of defaults (the dataclasses below, with a comment on every key) holds the paper's
 SS-V1 8-frame RSANet-R50 recipe (the authors' code where the paper is silent; docs/fidelity.md). A YAML
 file sets only what differs from it, and ``--opts`` overrides (``train.lr=0.01
-model.transform.kernel_size=[3,3,3]``) are applied on top. A file may start from other files: ``_base_:
+model.transform.rsa.kernel_size=[3,3,3]``) are applied on top. A file may start from other files: ``_base_:
 ssv1_rsa_8f.yaml`` (a path relative to the file, or a list of them, applied in order) takes everything they
 set, and the file's own keys win, section by section (a deep merge; lists and values are replaced whole).
 Values are parsed with PyYAML's safe loader only (plus YAML 1.2 numbers such as ``1e-3``; a repeated key is
@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import functools
 import logging
 import os
 import re
@@ -36,21 +37,32 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from rsanet.backbones import BACKBONES
 from rsanet.data.sets import DATASETS
 from rsanet.data.sets.synthetic import SyntheticConfig
+from rsanet.ops import TRANSFORMS, replaces
 
 __all__ = [
-    "Config", "ModelConfig", "TransformConfig", "DataConfig", "SyntheticConfig", "TrainConfig", "TestConfig",
+    "Config", "ModelConfig", "TransformConfig", "transform_config", "DataConfig", "SyntheticConfig", "TrainConfig", "TestConfig",
     "RuntimeConfig", "ConfigError", "load_config", "dump_config", "config_to_dict", "config_from_dict",
     "parse_overrides", "validate", "read_yaml", "config_chain", "upgrade_config_dict", "RENAMED", "DERIVED",
 ]
 
 # Keys of older configs and checkpoints, and what they are now. Read as the new key (with a note when a user's
-# file or --opts writes them), so that old checkpoints, their stored configs and old config.yaml files load.
-RENAMED = {
-    "data.train_size": "data.synthetic.train_size", "data.val_size": "data.synthetic.val_size",
-    "data.synthetic_frames": "data.synthetic.frames", "data.synthetic_resolution": "data.synthetic.resolution",
-    "data.synthetic_classes": "data.synthetic.classes", "data.synthetic_seed": "data.synthetic.seed",
+# file or --opts writes them), so that old checkpoints, their stored configs and old config.yaml files load. A key
+# that several transforms now own is copied into each of their sections (model.transform.kernel_size was read by
+# whichever transform `type` chose, so every one of them gets it).
+_T = "model.transform."
+RENAMED: dict[str, tuple[str, ...]] = {
+    "data.train_size": ("data.synthetic.train_size",), "data.val_size": ("data.synthetic.val_size",),
+    "data.synthetic_frames": ("data.synthetic.frames",), "data.synthetic_resolution": ("data.synthetic.resolution",),
+    "data.synthetic_classes": ("data.synthetic.classes",), "data.synthetic_seed": ("data.synthetic.seed",),
+    _T + "kernel_size": tuple(f"{_T}{t}.kernel_size" for t in ("rsa", "self_attention", "conv3d", "conv2plus1d")),
+    _T + "queries": (_T + "rsa.queries", _T + "self_attention.queries"),
+    **{_T + k: (f"{_T}rsa.{k}",) for k in ("latent_dim", "groups", "kernel", "context", "norm", "l2_eps", "memory",
+                                            "window_conv")},
+    _T + "rsa_init": (_T + "rsa.init",),
+    _T + "attention": (_T + "self_attention.attention",), _T + "softmax": (_T + "self_attention.softmax",),
 }
 # Keys that older configs held but that depend on the job, not on the experiment: they are dropped when read
 # (the values of a run are in its run_state.json and in its checkpoints' `run_state`).
@@ -109,46 +121,54 @@ def read_yaml(text: str, source: str) -> Any:
 # --------------------------------------------------------------------------------------------------
 @dataclass
 class TransformConfig:
-    """What replaces the 3x3 spatial conv of the residual blocks listed in ``positions``."""
+    """``model.transform``: which transform replaces which convs of the backbone. Every transform of
+    :data:`rsanet.ops.TRANSFORMS` adds a section of its own options (``model.transform.rsa``,
+    ``model.transform.self_attention``, ...; :func:`transform_config`)."""
 
-    type: Literal["rsa", "conv2d", "conv3d", "conv2plus1d", "self_attention"] = "rsa"  # transform kind (Table 2)
-    positions: list[list[int]] = field(default_factory=lambda: [[2], [1, 3], [1, 3, 5], [1]])  # block ids per stage, from 0
-    kernel_size: list[int] = field(default_factory=lambda: [5, 7, 7])  # M = t x h x w context of local transforms
-    queries: int = 8  # L, number of queries (multi-query, Sec. 4.2); also the heads of self_attention
-    latent_dim: int = 0  # D, latent dim of H = H1 H2^T; 0 means C_Q = C / L
-    groups: int = 0  # G of the query-key correlation; 0 means C_Q (Hadamard product), 1 a dot product
-    kernel: list[Literal["basic", "relational"]] = field(default_factory=lambda: ["basic", "relational"])  # RSA kernels
-    context: list[Literal["basic", "relational"]] = field(default_factory=lambda: ["basic", "relational"])  # RSA contexts
-    norm: Literal["l2", "none", "batchnorm"] = "l2"  # normalization of q, k and v (Table 6c)
-    l2_eps: float = 0.0  # RSA L2 norm: 0 divides by max(|x|, 1e-12) (ours); > 0 by sqrt(|x|^2 + l2_eps) (the authors' code: 1e-6)
-    memory: Literal["save", "recompute"] = "save"  # rsa, same numbers either way (our choice, README "Performance"): what backward keeps, save = q, k, v and the key window conv (RSANet-R50 1.11x TSN's activations), recompute = q, k, v only (1.04x, re-runs both window convs)
-    window_conv: Literal["auto", "native", "channels_last", "batched"] = "auto"  # rsa, same numbers (our choice, rsanet/ops/channelwise_conv.py): window-conv kernels; auto = batched/channels_last (oneDNN) on CPU, channels_last (cuDNN) on CUDA, native for float64
-    attention: list[Literal["content", "position"]] = field(default_factory=lambda: ["content", "position"])  # self_attention terms: qk^T and/or qP^T
-    softmax: bool = True  # self_attention: apply the softmax over the window (False: plain qP^T kernel)
-    # rsa_init: "authors" = the authors' code (ops/ResNet.py re-inits every Conv3d of the layer with kaiming
-    # normal fan_out of their shapes; ops/rsa.py draws P1 = randn*sqrt(1/(M*D))); "variance_preserving" = ours
-    # (rsanet/ops/rsa.py RSA.reset_parameters gives both)
-    rsa_init: Literal["authors", "variance_preserving"] = "authors"  # init of the RSA factors (authors' code)
+    type: str = "rsa"  # a name of rsanet.ops.TRANSFORMS: rsa, conv2d (TSN: nothing replaced), conv3d, conv2plus1d, self_attention
+    positions: list[list[int]] = field(default_factory=lambda: [[2], [1, 3], [1, 3, 5], [1]])  # shorthand: block ids per stage, from 0, whose 3x3 conv is replaced (RSANet-R50's 7)
+    replace: list[str] = field(default_factory=list)  # module names of the convs to replace, e.g. [layer1.2.conv2]; when not empty, used instead of positions (ours)
+
+
+@functools.lru_cache(maxsize=None)
+def _transform_schema(entries: tuple) -> type:
+    """The ``model.transform`` dataclass of a transform table: the placement keys plus one section per entry."""
+    clash = [name for name, _ in entries if name in {f.name for f in dataclasses.fields(TransformConfig)}]
+    if clash:
+        raise ValueError(f"rsanet.ops.TRANSFORMS: a transform cannot be called {clash[0]!r} (a key of model.transform)")
+    sections = [(name, options, field(default_factory=options)) for name, options in entries]
+    cls = dataclasses.make_dataclass("TransformConfig", sections, bases=(TransformConfig,))
+    cls.__module__, cls.__doc__ = __name__, TransformConfig.__doc__
+    return cls
+
+
+def transform_config(**values) -> TransformConfig:
+    """A ``model.transform`` with a section for every transform in :data:`rsanet.ops.TRANSFORMS` now, defaults
+    updated by ``values`` (nested dicts for the sections: ``transform_config(type="rsa", rsa={"queries": 4})``)."""
+    cls = _transform_schema(tuple((name, entry.Options) for name, entry in TRANSFORMS.items()))
+    obj = cls()
+    _merge(obj, values, "transform_config", "model.transform.")
+    return obj
 
 
 @dataclass
 class ModelConfig:
-    """TSN-ResNet backbone with spatio-temporal transforms."""
+    """A 2D backbone of rsanet.backbones.BACKBONES, spatio-temporal transforms in it, and the TSN head."""
 
-    arch: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = "resnet50"  # backbone depth
+    arch: str = "resnet50"  # a name of rsanet.backbones.BACKBONES: resnet18/34/50/101/152, resnext50_32x4d, resnext101_32x8d, wide_resnet50_2, wide_resnet101_2
     num_classes: int = 0  # classifier outputs; 0 = the dataset's class count (label file, official count); ours
     num_segments: int = 8  # frames per clip seen by the model (T)
     width: int = 64  # channels of the stem; 64 is the standard ResNet, smaller values make tiny models
     dropout: float = 0.3  # dropout before the classifier
     stochastic_depth: float = 0.2  # final drop rate of the residual branch, linear over blocks
-    pretrained: Optional[str] = None  # ImageNet init: torchvision (IMAGENET1K_V1, torch hub cache) or a .pth path
+    pretrained: Optional[str] = None  # ImageNet init: torchvision (the backbone's IMAGENET1K_V1, torch hub cache) or a .pth path
     init_from: Optional[str] = None  # fine-tune from a video checkpoint (ours or the authors' .pth.tar); fresh optimizer/schedule (our choice)
     transform_block_init: Literal["msra", "pretrained"] = "msra"  # other layers of a block holding a transform: msra (paper) or copied from `pretrained`
     # classifier_init: "xavier_uniform" with bias 0 = the authors' code (ops/models.py, and main.py re-inits the
     # new fc with xavier_uniform_); "normal" = N(0, 0.001) with bias 0, TSN's choice (our earlier default)
     classifier_init: Literal["xavier_uniform", "normal"] = "xavier_uniform"  # init of the fc (authors' code)
-    checkpoint_rsa: bool = False  # activation checkpointing of the transforms (conv2 of the blocks that hold one; BatchNorms never run twice): RSANet-R50 keeps 1.00x TSN's activations
-    transform: TransformConfig = field(default_factory=TransformConfig)  # the spatio-temporal transform
+    checkpoint_rsa: bool = False  # activation checkpointing of the transforms (only the transform runs twice; BatchNorms never do): RSANet-R50 keeps 1.00x TSN's activations
+    transform: TransformConfig = field(default_factory=transform_config)  # the spatio-temporal transform
 
 
 @dataclass
@@ -323,14 +343,15 @@ def _coerce(value: Any, tp: Any) -> Any:
     raise TypeError(f"unsupported schema type {tp!r}")
 
 
-def _all_keys(cls: type, prefix: str = "") -> list[str]:
+def _all_keys(obj: Any, prefix: str = "") -> list[str]:
+    """Every dotted key of a config instance (the sections of ``model.transform`` are those of the table now)."""
     keys = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
+    for f in dataclasses.fields(obj):
         name = f"{prefix}{f.name}"
         keys.append(name)
-        if dataclasses.is_dataclass(hints[f.name]):
-            keys.extend(_all_keys(hints[f.name], name + "."))
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            keys.extend(_all_keys(value, name + "."))
     return keys
 
 
@@ -362,7 +383,7 @@ def _merge(obj: Any, updates: dict, source: str, prefix: str = "") -> None:
     for key, value in updates.items():
         dotted = f"{prefix}{key}"
         if key not in names:
-            valid = _all_keys(Config)
+            valid = _all_keys(Config())
             raise ConfigError(f"{source}: unknown key `{dotted}`{_suggest(dotted, valid)}")
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
@@ -378,7 +399,7 @@ def _merge(obj: Any, updates: dict, source: str, prefix: str = "") -> None:
 
 
 def parse_overrides(overrides: list[str] | None) -> dict:
-    """Turn ``["train.lr=0.01", "model.transform.kernel_size=[3,3,3]"]`` into a nested dict.
+    """Turn ``["train.lr=0.01", "model.transform.rsa.kernel_size=[3,3,3]"]`` into a nested dict.
 
     Values are parsed as YAML (never ``eval``), so ``[3,3,3]``, ``null``, ``true`` and ``1e-3`` work.
     """
@@ -417,35 +438,46 @@ def _pop_dotted(data: dict, dotted: str) -> tuple[bool, Any]:
 
 def upgrade_config_dict(data: Any, source: str = "config", note=None) -> Any:
     """A copy of a nested config dict with the keys of older versions updated: :data:`RENAMED` keys moved to
-    their new place, :data:`DERIVED` keys dropped. ``note(message)`` (e.g. a warning) is told about each one;
-    a key given under both its old and its new name with different values is a :class:`ConfigError`."""
+    their new place (or places), :data:`DERIVED` keys dropped. ``note(message)`` (e.g. a warning) is told about
+    each one; a key given under both its old and its new name with different values is a :class:`ConfigError`."""
     if not isinstance(data, dict):
         return data
     data = copy.deepcopy(data)
-    for old, new in RENAMED.items():
+    for old, targets in RENAMED.items():
         found, value = _pop_dotted(data, old)
         if not found:
             continue
-        *parents, leaf = new.split(".")
-        node = data
-        for part in parents:
-            if node.get(part) is None:
-                node[part] = {}
-            if not isinstance(node[part], dict):
-                raise ConfigError(f"{source}: `{old}` is now `{new}`, but `{part}` is not a mapping")
-            node = node[part]
-        if leaf in node and node[leaf] != value:
-            raise ConfigError(f"{source}: `{old}` (the old name of `{new}`) and `{new}` are both given, with "
-                              f"different values ({value!r}, {node[leaf]!r}): keep `{new}` only")
-        node[leaf] = value
-        if note is not None:
-            note(f"{source}: `{old}` is now `{new}`; read as `{new}: {value!r}`")
+        for new in targets:
+            _put_dotted(data, new, copy.deepcopy(value), old, source)
+        if note is None:
+            continue
+        if len(targets) == 1:
+            note(f"{source}: `{old}` is now `{targets[0]}`; read as `{targets[0]}: {value!r}`")
+        else:
+            names = ", ".join(f"`{n}`" for n in targets)
+            note(f"{source}: `{old}` is now a key of each transform that reads it: {names}; each is read as {value!r}")
     for key in DERIVED:
         found, value = _pop_dotted(data, key)
         if found and note is not None:
             note(f"{source}: `{key}` ({value!r}) is no longer a config key and is ignored: it is derived for each "
                  "run (work_dir/run_state.json)")
     return data
+
+
+def _put_dotted(data: dict, new: str, value: Any, old: str, source: str) -> None:
+    """Set ``new`` (dotted) to the value of the old key ``old``, refusing a different value already there."""
+    *parents, leaf = new.split(".")
+    node = data
+    for part in parents:
+        if node.get(part) is None:
+            node[part] = {}
+        if not isinstance(node[part], dict):
+            raise ConfigError(f"{source}: `{old}` is now `{new}`, but `{part}` is not a mapping")
+        node = node[part]
+    if leaf in node and node[leaf] != value:
+        raise ConfigError(f"{source}: `{old}` (the old name of `{new}`) and `{new}` are both given, with "
+                          f"different values ({value!r}, {node[leaf]!r}): keep `{new}` only")
+    node[leaf] = value
 
 
 def _warn(message: str) -> None:
@@ -469,15 +501,12 @@ def _resolve_dataset_defaults(cfg: Config) -> None:
 
 def validate(cfg: Config, source: str = "config") -> Config:
     """Fill in what the dataset decides and check rules that involve several keys. Returns ``cfg``."""
-    m, t, d, tr, te = cfg.model, cfg.model.transform, cfg.data, cfg.train, cfg.test
+    m, d, tr, te = cfg.model, cfg.data, cfg.train, cfg.test
 
     def fail(msg: str) -> None:
         raise ConfigError(f"{source}: {msg}")
 
-    if d.dataset not in DATASETS:
-        close = difflib.get_close_matches(d.dataset, list(DATASETS), n=1, cutoff=0.5)
-        fail(f"`data.dataset` is {d.dataset!r}, expected one of {', '.join(DATASETS)}"
-             + (f"; did you mean {close[0]!r}?" if close else ""))
+    _one_of(d.dataset, DATASETS, "data.dataset", fail)
     problem = DATASETS[d.dataset].check(d)
     if problem:
         fail(problem)
@@ -486,7 +515,7 @@ def validate(cfg: Config, source: str = "config") -> Config:
         fail(f"`model.num_classes` must be positive (or 0: the dataset's class count), got {m.num_classes}")
     positive = {
         "model.num_segments": m.num_segments, "model.width": m.width,
-        "model.transform.queries": t.queries, "train.batch_size": tr.batch_size, "train.accumulate": tr.accumulate,
+        "train.batch_size": tr.batch_size, "train.accumulate": tr.accumulate,
         "train.lr_reference_batch": tr.lr_reference_batch, "test.batch_size": te.batch_size,
         "test.clips": te.clips, "data.crop_size": d.crop_size, "data.dense_stride": d.dense_stride,
         "runtime.log_interval": cfg.runtime.log_interval, "train.eval_every": tr.eval_every,
@@ -510,6 +539,7 @@ def validate(cfg: Config, source: str = "config") -> Config:
         fail(f"`train.min_lr_ratio` must be in [0, 1) and `train.min_lr` >= 0, got {tr.min_lr_ratio}, {tr.min_lr}")
     if tr.epochs < 0 or tr.warmup_epochs < 0 or tr.warmup_epochs > max(tr.epochs, 0):
         fail(f"`train.warmup_epochs` ({tr.warmup_epochs}) must be within [0, train.epochs={tr.epochs}]")
+    _check_backbone(cfg, fail)
     _check_transform(cfg, fail)
     if len(d.resize) != 2 or len(d.mean) != 3 or len(d.std) != 3:
         fail("`data.resize` needs [H, W] and `data.mean`/`data.std` three values each")
@@ -524,33 +554,48 @@ def validate(cfg: Config, source: str = "config") -> Config:
     return cfg
 
 
+def _one_of(value: str, table: dict, key: str, fail) -> None:
+    """``value`` must name an entry of ``table`` (a did-you-mean for a typo)."""
+    if value not in table:
+        close = difflib.get_close_matches(value, list(table), n=1, cutoff=0.5)
+        fail(f"`{key}` is {value!r}, expected one of {', '.join(table)}" + (f"; did you mean {close[0]!r}?" if close else ""))
+
+
+def _check_backbone(cfg: Config, fail) -> None:
+    """``model.arch`` names a backbone of the table, which can honour the ``model`` keys."""
+    m = cfg.model
+    _one_of(m.arch, BACKBONES, "model.arch", fail)
+    check = getattr(BACKBONES[m.arch], "check", None)
+    problem = check(m) if check is not None else None
+    if problem:
+        fail(problem)
+
+
 def _check_transform(cfg: Config, fail) -> None:
-    """Rules of ``model.transform``: positions inside the backbone's stages, window and set-valued keys."""
+    """Rules of ``model.transform``: a transform of the table, its own options (its module's ``check``), and
+    where it goes (``positions`` inside the backbone's stages, or ``replace`` names)."""
     m, t = cfg.model, cfg.model.transform
-    n_stages = 4
-    if t.type == "conv2d":
-        pass  # TSN keeps torchvision's 3x3 conv in every block; positions are not used
-    elif len(t.positions) != n_stages:
-        fail(f"`model.transform.positions` needs one list per stage ({n_stages}), got {t.positions}")
-    depths = {"resnet18": [2, 2, 2, 2], "resnet34": [3, 4, 6, 3], "resnet50": [3, 4, 6, 3],
-              "resnet101": [3, 4, 23, 3]}[m.arch]
-    for stage, (blocks, depth) in enumerate(zip(t.positions if t.type != "conv2d" else [], depths)):
+    _one_of(t.type, TRANSFORMS, "model.transform.type", fail)
+    check = getattr(TRANSFORMS[t.type], "check", None)
+    problem = check(getattr(t, t.type), f"model.transform.{t.type}") if check is not None else None
+    if problem:
+        fail(problem)
+    if not replaces(t.type):
+        return  # conv2d: the backbone keeps its own convs; positions and replace are not read
+    if t.replace:
+        if not all(re.fullmatch(r"[A-Za-z_][\w]*(\.[\w]+)*", name) for name in t.replace) \
+                or len(set(t.replace)) != len(t.replace):
+            fail(f"`model.transform.replace` must list distinct module names such as layer1.2.conv2, got {t.replace}")
+        return  # whether they are convs of the backbone is checked when it is built
+    depths = BACKBONES[m.arch].DEPTHS
+    if len(t.positions) != len(depths):
+        fail(f"`model.transform.positions` needs one list per stage ({len(depths)}), got {t.positions}"
+             + ("" if depths else f"; {m.arch} has no stages to count: name the convs in `model.transform.replace`"))
+    for stage, (blocks, depth) in enumerate(zip(t.positions, depths)):
         for b in blocks:
             if not 0 <= b < depth:
                 fail(f"`model.transform.positions` stage {stage} has block {b}, but {m.arch} has "
                      f"{depth} blocks there (0..{depth - 1})")
-    if len(t.kernel_size) != 3 or any(k < 1 for k in t.kernel_size):
-        fail(f"`model.transform.kernel_size` must be three positive sizes [t, h, w], got {t.kernel_size}")
-    if t.l2_eps < 0:
-        fail(f"`model.transform.l2_eps` must be >= 0, got {t.l2_eps}")
-    if t.latent_dim < 0 or t.groups < 0:
-        fail("`model.transform.latent_dim` and `model.transform.groups` must be >= 0 (0 means C_Q)")
-    if not t.kernel or len(set(t.kernel)) != len(t.kernel):
-        fail(f"`model.transform.kernel` must be a non-empty set of basic/relational, got {t.kernel}")
-    if not t.context or len(set(t.context)) != len(t.context):
-        fail(f"`model.transform.context` must be a non-empty set of basic/relational, got {t.context}")
-    if not t.attention or len(set(t.attention)) != len(t.attention):
-        fail(f"`model.transform.attention` must be a non-empty set of content/position, got {t.attention}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -561,10 +606,9 @@ def config_to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def config_from_dict(data: dict, source: str = "dict", world_size: int | None = None) -> Config:
+def config_from_dict(data: dict, source: str = "dict") -> Config:
     """Build and validate a Config from a nested dict (e.g. the one stored in a checkpoint). Keys of older
-    versions are read silently as their new names, derived ones dropped (:func:`upgrade_config_dict`).
-    ``world_size`` is ignored (the config no longer depends on the job; kept for older callers)."""
+    versions are read silently as their new names, derived ones dropped (:func:`upgrade_config_dict`)."""
     cfg = Config()
     _merge(cfg, upgrade_config_dict(data or {}, source), source)
     return validate(cfg, source=source)
@@ -617,11 +661,9 @@ def config_chain(path: str | os.PathLike, _seen: tuple[Path, ...] = ()) -> list[
     return chain + [(path, data)]
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None,
-                world_size: int | None = None) -> Config:
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
     """Defaults, then the YAML file at ``path`` (if any; after the files of its ``_base_`` chain), then
-    ``overrides``; then :func:`validate`. ``world_size`` is ignored (the config no longer depends on the job;
-    kept for older callers).
+    ``overrides``; then :func:`validate`.
 
     Raises :class:`ConfigError` naming the file (or ``--opts``), the key and the closest valid key.
     """

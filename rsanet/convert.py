@@ -35,9 +35,14 @@ def sha256(path: str | os.PathLike) -> str:
 
 def inferred_overrides(weights: ModelWeights) -> list[str]:
     """``--opts`` strings that set the model keys inferred from an authors' file (``model.arch=resnet50``, ...)."""
-    flat = {f"model.{k}": v for k, v in weights.inferred.items() if k != "transform"}
-    flat.update({f"model.transform.{k}": v for k, v in weights.inferred["transform"].items()})
-    return [f"{k}={yaml_flow(v)}" for k, v in flat.items()]
+    def flat(prefix: str, node: dict):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                yield from flat(f"{prefix}{key}.", value)
+            else:
+                yield f"{prefix}{key}={yaml_flow(value)}"
+
+    return list(flat("model.", weights.inferred))
 
 
 def to_native(weights: ModelWeights, cfg: Optional[Config]) -> dict:

@@ -1,5 +1,6 @@
 """Config: strict YAML merge, --opts overrides, close-key suggestions, type errors, what the dataset decides,
 _base_ inheritance, keys of older versions, round trip."""
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,27 +24,28 @@ def test_defaults_are_the_paper_recipe():
     cfg = load_config(None)
     t = cfg.model.transform
     assert cfg.model.arch == "resnet50" and cfg.model.num_classes == 174 and cfg.model.num_segments == 8
-    assert t.type == "rsa" and t.positions == [[2], [1, 3], [1, 3, 5], [1]] and t.kernel_size == [5, 7, 7]
-    assert (t.queries, t.latent_dim, t.groups, t.norm) == (8, 0, 0, "l2")
-    assert t.kernel == ["basic", "relational"] and t.context == ["basic", "relational"]
+    assert t.type == "rsa" and t.positions == [[2], [1, 3], [1, 3, 5], [1]] and t.rsa.kernel_size == [5, 7, 7]
+    assert (t.rsa.queries, t.rsa.latent_dim, t.rsa.groups, t.rsa.norm, t.rsa.decompose) == (8, 0, 0, "l2", True)
+    assert t.rsa.kernel == ["basic", "relational"] and t.rsa.context == ["basic", "relational"] and t.replace == []
     assert cfg.train.lr == 0.02 and cfg.train.momentum == 0.9 and cfg.train.nesterov
     assert cfg.train.weight_decay == 5e-4 and cfg.train.label_smoothing == 0.1 and cfg.train.warmup_epochs == 5
 
 
 def test_yaml_sets_only_differences(tmp_path):
-    p = write(tmp_path, "model:\n  num_segments: 16\n  transform:\n    queries: 4\ntrain:\n  epochs: 3\n  warmup_epochs: 1\n")
+    p = write(tmp_path, "model:\n  num_segments: 16\n  transform:\n    rsa:\n      queries: 4\ntrain:\n  epochs: 3\n"
+                        "  warmup_epochs: 1\n")
     cfg = load_config(p)
-    assert cfg.model.num_segments == 16 and cfg.model.transform.queries == 4 and cfg.train.epochs == 3
-    assert cfg.model.transform.kernel_size == [5, 7, 7]  # untouched default
+    assert cfg.model.num_segments == 16 and cfg.model.transform.rsa.queries == 4 and cfg.train.epochs == 3
+    assert cfg.model.transform.rsa.kernel_size == [5, 7, 7]  # untouched default
     assert cfg.runtime.work_dir == str(Path("work_dirs") / "exp")
 
 
 def test_overrides_apply_after_file(tmp_path):
     p = write(tmp_path, "train:\n  lr: 0.1\n")
-    cfg = load_config(p, ["train.lr=0.01", "model.transform.kernel_size=[3,3,3]", "model.pretrained=null",
-                          "model.transform.kernel=[relational]", "train.amp=bf16"])
-    assert cfg.train.lr == 0.01 and cfg.model.transform.kernel_size == [3, 3, 3]
-    assert cfg.model.pretrained is None and cfg.model.transform.kernel == ["relational"]
+    cfg = load_config(p, ["train.lr=0.01", "model.transform.rsa.kernel_size=[3,3,3]", "model.pretrained=null",
+                          "model.transform.rsa.kernel=[relational]", "train.amp=bf16"])
+    assert cfg.train.lr == 0.01 and cfg.model.transform.rsa.kernel_size == [3, 3, 3]
+    assert cfg.model.pretrained is None and cfg.model.transform.rsa.kernel == ["relational"]
     assert cfg.train.amp == "bf16"
 
 
@@ -61,8 +63,14 @@ def test_misspelled_key_in_file_names_file_key_and_closest(tmp_path):
 
 
 @pytest.mark.parametrize("key,closest", [
-    ("train.lrr", "train.lr"), ("model.transform.kernal_size", "model.transform.kernel_size"),
+    ("train.lrr", "train.lr"), ("model.transform.rsa.kernal_size", "model.transform.rsa.kernel_size"),
     ("data.num_worker", "data.num_workers"), ("modle.arch", "model"),
+    # every nested key of a transform's section, and the section names themselves
+    ("model.transform.rsa.querys", "model.transform.rsa.queries"),
+    ("model.transform.self_attention.sofmax", "model.transform.self_attention.softmax"),
+    ("model.transform.self_atention.softmax", "model.transform.self_attention"),
+    ("model.transform.conv3d.kernelsize", "model.transform.conv3d.kernel_size"),
+    ("model.transform.kernal_size", "model.transform.rsa.kernel_size"),
 ])
 def test_misspelled_override_suggests_closest(key, closest):
     with pytest.raises(ConfigError, match=f"did you mean `{closest}`"):
@@ -77,8 +85,9 @@ def test_unknown_key_without_near_match_has_no_bogus_suggestion():
 
 @pytest.mark.parametrize("override,expected", [
     ("train.lr=abc", "expects float"), ("train.epochs=1.5", "expects int"), ("train.nesterov=1", "expects bool"),
-    ("model.transform.kernel_size=5", "expects list of int"), ("model.transform.norm=layer", "'l2' | 'none'"),
-    ("test.crops=2", "expects 1 | 3"), ("model.transform.kernel=[basic, spatial]", "'basic' | 'relational'"),
+    ("model.transform.rsa.kernel_size=5", "expects list of int"), ("model.transform.rsa.norm=layer", "'l2' | 'none'"),
+    ("test.crops=2", "expects 1 | 3"), ("model.transform.rsa.kernel=[basic, spatial]", "'basic' | 'relational'"),
+    ("model.transform.self_attention.softmax=1", "expects bool"),
 ])
 def test_wrong_types_name_the_expected_type(override, expected):
     with pytest.raises(ConfigError, match="expects") as e:
@@ -101,7 +110,7 @@ def test_cross_field_rules():
     with pytest.raises(ConfigError, match="warmup_epochs"):
         load_config(None, ["train.epochs=2", "train.warmup_epochs=3"])
     with pytest.raises(ConfigError, match="kernel"):
-        load_config(None, ["model.transform.kernel=[]"])
+        load_config(None, ["model.transform.rsa.kernel=[]"])
 
 
 def test_compile_with_sync_bn_is_refused_with_the_reason():
@@ -119,12 +128,12 @@ def test_the_config_holds_no_derived_value():
 
 
 def test_dump_then_load_round_trip(tmp_path):
-    cfg = load_config(None, ["model.transform.kernel_size=[3,5,5]", "data.dataset=synthetic", "test.crops=3",
+    cfg = load_config(None, ["model.transform.rsa.kernel_size=[3,5,5]", "data.dataset=synthetic", "test.crops=3",
                              "data.synthetic.frames=12", "data.synthetic.resolution=[40,48]",
                              "model.pretrained=/x/resnet50.pth", "train.amp=bf16"])
     out = tmp_path / "resolved.yaml"
     dump_config(cfg, out)
-    assert yaml.safe_load(out.read_text())["model"]["transform"]["kernel_size"] == [3, 5, 5]
+    assert yaml.safe_load(out.read_text())["model"]["transform"]["rsa"]["kernel_size"] == [3, 5, 5]
     assert yaml.safe_load(out.read_text())["data"]["synthetic"]["resolution"] == [40, 48]
     again = load_config(out)
     again.runtime.work_dir = cfg.runtime.work_dir
@@ -137,8 +146,10 @@ def test_every_key_has_a_comment():
 
     import rsanet.config as C
     src = inspect.getsource(C)
+    from rsanet.ops import TRANSFORMS
+
     for cls in (C.TransformConfig, C.ModelConfig, C.DataConfig, C.SyntheticConfig, C.TrainConfig, C.TestConfig,
-                C.RuntimeConfig, C.Config):
+                C.RuntimeConfig, C.Config, *(entry.Options for entry in TRANSFORMS.values())):
         for line in inspect.getsource(cls).splitlines():
             s = line.strip()
             if ":" in s and "=" in s and not s.startswith(("#", '"', "def", "class")):
@@ -209,21 +220,22 @@ def test_num_classes_and_backend_left_unset_follow_the_dataset():
 # ---------------------------------------------------------------------------------------- _base_ files
 def test_base_files_merge_deeply_and_the_file_wins(tmp_path):
     (tmp_path / "bases").mkdir()
-    write(tmp_path / "bases", "model:\n  width: 16\n  transform:\n    queries: 4\n    kernel_size: [3, 3, 3]\n"
-                              "train:\n  epochs: 7\n  warmup_epochs: 1\n", "recipe.yaml")
-    write(tmp_path / "bases", "_base_: recipe.yaml\nmodel:\n  transform:\n    queries: 2\n", "mid.yaml")
+    write(tmp_path / "bases", "model:\n  width: 16\n  transform:\n    rsa:\n      queries: 4\n"
+                              "      kernel_size: [3, 3, 3]\ntrain:\n  epochs: 7\n  warmup_epochs: 1\n", "recipe.yaml")
+    write(tmp_path / "bases", "_base_: recipe.yaml\nmodel:\n  transform:\n    rsa:\n      queries: 2\n", "mid.yaml")
     write(tmp_path / "bases", "data:\n  resize: [64, 80]\ntrain:\n  epochs: 9\n", "other.yaml")
-    leaf = write(tmp_path, "_base_: [bases/mid.yaml, bases/other.yaml]\nmodel:\n  transform:\n"
-                           "    kernel_size: [5, 5, 5]\n", "leaf.yaml")
+    leaf = write(tmp_path, "_base_: [bases/mid.yaml, bases/other.yaml]\nmodel:\n  transform:\n    rsa:\n"
+                           "      kernel_size: [5, 5, 5]\n", "leaf.yaml")
     cfg = load_config(leaf)
-    t = cfg.model.transform
+    t = cfg.model.transform.rsa
     assert (cfg.model.width, t.queries, t.kernel_size) == (16, 2, [5, 5, 5])  # nested keys merge; lists replace
     assert (cfg.train.epochs, cfg.train.warmup_epochs, cfg.data.resize) == (9, 1, [64, 80])  # bases in order
     assert t.latent_dim == 0 and cfg.runtime.work_dir == str(Path("work_dirs") / "leaf")  # defaults; leaf's name
     assert [p.name for p, _ in config_chain(leaf)] == ["recipe.yaml", "mid.yaml", "other.yaml", "leaf.yaml"]
     # the resolved config equals the same keys written in one file
-    flat = write(tmp_path, "model:\n  width: 16\n  transform:\n    queries: 2\n    kernel_size: [5, 5, 5]\n"
-                           "data:\n  resize: [64, 80]\ntrain:\n  epochs: 9\n  warmup_epochs: 1\n", "leaf_flat.yaml")
+    flat = write(tmp_path, "model:\n  width: 16\n  transform:\n    rsa:\n      queries: 2\n"
+                           "      kernel_size: [5, 5, 5]\ndata:\n  resize: [64, 80]\ntrain:\n  epochs: 9\n"
+                           "  warmup_epochs: 1\n", "leaf_flat.yaml")
     one = config_to_dict(load_config(flat))
     one["runtime"]["work_dir"] = cfg.runtime.work_dir
     assert one == config_to_dict(cfg)
@@ -264,7 +276,7 @@ def test_print_config_shows_the_resolved_config_and_exits(tmp_path, capsys):
                                     "--work-dir", str(tmp_path / "w")]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed == config_to_dict(load_config(config, ["train.lr=0.01"]))
-    assert printed["model"]["num_segments"] == 16 and printed["model"]["transform"]["l2_eps"] == 1e-6
+    assert printed["model"]["num_segments"] == 16 and printed["model"]["transform"]["rsa"]["l2_eps"] == 1e-6
     assert not (tmp_path / "w").exists()  # nothing was run
     unused = str(tmp_path / "not_read.pth")  # with --config, --print-config reads no checkpoint
     assert load_tool("test").main(["--config", str(config), "--checkpoint", unused, "--print-config"]) == 0
@@ -283,9 +295,9 @@ def test_dataset_names_come_from_the_dataset_table():
 
 
 def test_a_misspelled_choice_names_the_closest_allowed_value():
-    with pytest.raises(ConfigError, match=r"`model.transform.norm` expects 'l2' \| 'none' \| 'batchnorm', got "
+    with pytest.raises(ConfigError, match=r"`model.transform.rsa.norm` expects 'l2' \| 'none' \| 'batchnorm', got "
                                           r"'batchnrom' \(str\); did you mean 'batchnorm'\?"):
-        load_config(None, ["model.transform.norm=batchnrom"])
+        load_config(None, ["model.transform.rsa.norm=batchnrom"])
 
 
 def test_the_synthetic_section_is_checked_when_the_dataset_is_synthetic():
@@ -326,3 +338,113 @@ def test_old_keys_in_a_file_or_opts_are_read_with_a_note(tmp_path, caplog):
     with pytest.raises(ConfigError, match=r"`data.synthetic_frames` \(the old name of `data.synthetic.frames`\) and "
                                           r"`data.synthetic.frames` are both given"):
         load_config(None, ["data.synthetic_frames=6", "data.synthetic.frames=8"])
+
+
+# The flat model.transform keys of configs and checkpoints before the per-transform sections: every key a
+# section of that name owns is read there (several sections when several transforms read it).
+OLD_TRANSFORM = {"model": {"arch": "resnet18", "width": 8, "num_classes": 4, "transform": {
+    "type": "self_attention", "positions": [[1], [], [], []], "kernel_size": [3, 3, 3], "queries": 2,
+    "latent_dim": 4, "groups": 2, "kernel": ["relational"], "context": ["basic"], "norm": "none", "l2_eps": 1e-6,
+    "memory": "recompute", "window_conv": "native", "attention": ["position"], "softmax": False,
+    "rsa_init": "variance_preserving"}}}
+
+
+def test_flat_transform_keys_of_older_configs_move_into_the_sections(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="rsanet"):
+        cfg = config_from_dict(OLD_TRANSFORM, source="old checkpoint")
+    assert not caplog.records  # a stored config is read silently
+    t = cfg.model.transform
+    assert (t.type, t.positions, t.replace) == ("self_attention", [[1], [], [], []], [])
+    sa, rsa = t.self_attention, t.rsa
+    assert (sa.kernel_size, sa.queries, sa.attention, sa.softmax) == ([3, 3, 3], 2, ["position"], False)
+    assert (rsa.kernel_size, rsa.queries, rsa.latent_dim, rsa.groups, rsa.kernel, rsa.context) == \
+        ([3, 3, 3], 2, 4, 2, ["relational"], ["basic"])
+    assert (rsa.norm, rsa.l2_eps, rsa.memory, rsa.window_conv, rsa.init) == \
+        ("none", 1e-6, "recompute", "native", "variance_preserving")
+    assert t.conv3d.kernel_size == t.conv2plus1d.kernel_size == [3, 3, 3]  # kernel_size was every transform's
+    # in a user's file or --opts: the same, with a note naming the new keys
+    p = write(tmp_path, yaml.safe_dump(OLD_TRANSFORM))
+    with caplog.at_level("WARNING", logger="rsanet"):
+        again = load_config(p, ["model.transform.rsa_init=authors"])
+    assert again.model.transform.rsa.init == "authors" and again.model.transform.self_attention.softmax is False
+    notes = [r.getMessage() for r in caplog.records]
+    assert f"{p}: `model.transform.softmax` is now `model.transform.self_attention.softmax`; read as " \
+           "`model.transform.self_attention.softmax: False`" in notes
+    assert any("`model.transform.kernel_size` is now a key of each transform that reads it: "
+               "`model.transform.rsa.kernel_size`, `model.transform.self_attention.kernel_size`, "
+               "`model.transform.conv3d.kernel_size`, `model.transform.conv2plus1d.kernel_size`" in n for n in notes)
+    with pytest.raises(ConfigError, match=r"`model.transform.queries` \(the old name of `model.transform.rsa.queries`"
+                                          r"\) and `model.transform.rsa.queries` are both given"):
+        load_config(None, ["model.transform.queries=2", "model.transform.rsa.queries=4"])
+
+
+def test_transform_names_and_sections_come_from_the_transform_table(monkeypatch):
+    from dataclasses import dataclass
+
+    from rsanet.ops import TRANSFORMS
+
+    for name in TRANSFORMS:
+        t = load_config(None, [f"model.transform.type={name}", "model.transform.positions=[[1],[1],[1],[1]]"])
+        assert t.model.transform.type == name and hasattr(t.model.transform, name)
+    with pytest.raises(ConfigError, match=r"`model.transform.type` is 'ras', expected one of rsa, conv2d, .*; did "
+                                          r"you mean 'rsa'\?"):
+        load_config(None, ["model.transform.type=ras"])
+
+    @dataclass
+    class ToyOptions:
+        gain: float = 1.0  # the only key
+
+    class Toy:
+        Options = ToyOptions
+
+        @staticmethod
+        def check(options, key):
+            return f"`{key}.gain` must be positive" if options.gain <= 0 else None
+
+    monkeypatch.setitem(TRANSFORMS, "toy", Toy)  # one table entry gives a type name and a section
+    cfg = load_config(None, ["model.transform.type=toy", "model.transform.toy.gain=2"])
+    assert cfg.model.transform.toy.gain == 2.0 and cfg.model.transform.rsa.queries == 8
+    with pytest.raises(ConfigError, match=r"`model.transform.toy.gain` must be positive"):
+        load_config(None, ["model.transform.type=toy", "model.transform.toy.gain=-1"])
+    with pytest.raises(ConfigError, match=r"unknown key `model.transform.toy.gian`; did you mean "
+                                          r"`model.transform.toy.gain`"):
+        load_config(None, ["model.transform.toy.gian=2"])
+
+
+def test_conv2d_reads_no_placement_and_replace_takes_module_names():
+    # TSN keeps the backbone's convs: positions that would not fit resnet18 are not read (older configs had them)
+    assert load_config(None, ["model.arch=resnet18", "model.transform.type=conv2d"]).model.transform.type == "conv2d"
+    with pytest.raises(ConfigError, match=r"`model.transform.positions` stage 0 has block 2, but resnet18 has 2"):
+        load_config(None, ["model.arch=resnet18", "model.transform.type=rsa"])
+    cfg = load_config(None, ["model.arch=resnet18", "model.transform.replace=[layer1.1.conv2, layer3.0.conv1]"])
+    assert cfg.model.transform.replace == ["layer1.1.conv2", "layer3.0.conv1"]  # positions are then not read
+    with pytest.raises(ConfigError, match=r"`model.transform.replace` must list distinct module names"):
+        load_config(None, ["model.transform.replace=[layer1.1.conv2, layer1.1.conv2]"])
+
+
+def test_backbone_names_come_from_the_backbone_table():
+    from rsanet.backbones import BACKBONES
+
+    assert {"resnet50", "resnext50_32x4d", "wide_resnet50_2"} <= set(BACKBONES)
+    for name in BACKBONES:
+        assert load_config(None, [f"model.arch={name}", "model.transform.positions=[[1],[1],[1],[1]]"]).model.arch \
+            == name
+    with pytest.raises(ConfigError, match=r"`model.arch` is 'wide_resnet_50_2', expected one of resnet18, .*; did you "
+                                          r"mean 'wide_resnet50_2'\?"):
+        load_config(None, ["model.arch=wide_resnet_50_2"])
+    with pytest.raises(ConfigError, match=r"`model.width` 8 leaves no channel per group in resnext50_32x4d"):
+        load_config(None, ["model.arch=resnext50_32x4d", "model.width=8"])
+
+
+@pytest.mark.parametrize("opts,needle", [
+    (["model.transform.rsa.latent_dim=-1"], "`model.transform.rsa.latent_dim` and `model.transform.rsa.groups` >= 0"),
+    (["model.transform.rsa.decompose=false", "model.transform.rsa.latent_dim=8"], "no latent dim D to choose"),
+    (["model.transform.rsa.latent_dim=8", "model.transform.rsa.latent_divisor=2"], "applies when"),
+    (["model.transform.type=self_attention", "model.transform.self_attention.softmax=false"], "needs"),
+    (["model.transform.type=conv3d", "model.transform.conv3d.kernel_size=[2,3,3]"], "odd along every axis"),
+])
+def test_each_transform_checks_its_own_section(opts, needle):
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        load_config(None, opts)
+    # a section of a transform that is not used is not checked
+    assert load_config(None, ["model.transform.self_attention.softmax=false"]).model.transform.type == "rsa"

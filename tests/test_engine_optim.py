@@ -59,7 +59,7 @@ def test_build_optimizer_is_nesterov_sgd_at_scaled_lr():
 def test_real_model_groups_match_a_hand_made_list():
     from rsanet.models import build_model
     cfg = load_config(None, ["model.arch=resnet18", "model.width=8", "model.num_classes=5",
-                             "model.transform.positions=[[1],[1],[1],[1]]", "model.transform.kernel_size=[3,3,3]",
+                             "model.transform.positions=[[1],[1],[1],[1]]", "model.transform.rsa.kernel_size=[3,3,3]",
                              "model.pretrained=null"])
     model = build_model(cfg)
     decay, no_decay = param_groups(model, 1e-4)

@@ -23,7 +23,7 @@ ABLATION_DIR = ROOT / "configs" / "ablations"
 # (174 classes). The plain TSN rows (Table 2 / 6b "2D conv", 24.3 M) do not: README, "Notes on the differences".
 PARAMS_ROWS = [
     "table4a_kernel_v_context_v", "table4a_kernel_r_context_v", "table4a_kernel_vr_context_vr",
-    "table4b_latent_8", "table4b_latent_16", "table4b_latent_32", "table4b_latent_cq",
+    "table4b_latent_8", "table4b_latent_16", "table4b_latent_32", "table4b_latent_cq_half", "table4b_latent_cq",
     "table4c_kernel_3x3x3", "table4c_kernel_3x5x5", "table4c_kernel_3x7x7", "table4c_kernel_3x9x9",
     "table4c_kernel_5x7x7", "table4c_kernel_5x9x9",
     "table4d_groups_1", "table4d_groups_2", "table4d_groups_4", "table4d_groups_8", "table4d_groups_cq",
@@ -31,8 +31,9 @@ PARAMS_ROWS = [
     "table6b_layers_1", "table6b_layers_2", "table6b_layers_4", "table6b_layers_7",
     "table6c_norm_none", "table6c_norm_batchnorm", "table6c_norm_l2",
 ]
-# The rows whose FLOPs (G multiply-accumulates, 8 frames at 224^2) ours match within 2%: Tables 4b and 4c.
-FLOPS_ROWS = ["table4b_latent_8", "table4b_latent_16", "table4b_latent_32", "table4b_latent_cq",
+# The rows whose FLOPs (G multiply-accumulates, 8 frames at 224^2) ours match within 2%: Tables 4b and 4c (not
+# 4b's "D = -", see test_table4b_without_decomposition).
+FLOPS_ROWS = ["table4b_latent_8", "table4b_latent_16", "table4b_latent_32", "table4b_latent_cq_half", "table4b_latent_cq",
               "table4c_kernel_3x3x3", "table4c_kernel_3x5x5", "table4c_kernel_3x7x7", "table4c_kernel_3x9x9",
               "table4c_kernel_5x9x9"]
 
@@ -102,6 +103,34 @@ def test_ablation_flops_within_two_percent(row):
     assert abs(flops_g - paper) / paper < 0.02, f"{row}: {flops_g:.2f} G"
 
 
+def test_table4b_without_decomposition():
+    """Table 4b "D = -" (H and P not decomposed): our whole layer, counted in closed form, and what the paper's
+    32.0 M / 62.9 G account for. Per layer (C_Q = C / 8, M = 245, N positions): the layer adds H (M*C_Q x M) and
+    P (M x C_Q) in place of H1, H2, P1; the key window conv with M filters per channel costs N*C_Q*M^2 and replaces
+    the decomposed layer's key and value window convs and matmuls."""
+    cfg = load_config(ABLATION_DIR / "table4b_latent_none.yaml")
+    assert cfg.model.transform.rsa.decompose is False
+    ours = complexity(cfg)
+    widths = [64, 128, 128, 256, 256, 256, 512]  # the 7 RSA layers of RSANet-R50
+    cqs = [c // 8 for c in widths]
+    positions = [8 * s * s for s in (56, 28, 28, 14, 14, 14, 7)]  # N = T*H*W at each layer's input
+    m = 245
+    backbone = 22_034_302 - sum(m * cq * cq + 2 * m * cq + 2 * cq * cq for cq in cqs)  # RSANet-R50 minus its factors
+    h = sum(m * cq * m for cq in cqs)
+    assert ours["params"] == backbone + h + sum(m * cq + m * cq + cq * cq for cq in cqs)  # + P, G, I
+    d_default = complexity(load_config(ABLATION_DIR / "table4b_latent_cq.yaml"))["flops"]
+    decomposed = sum(n * cq * cq * m * 3 + 3 * 8 * n * cq * cq for n, cq in zip(positions, cqs))  # convs + matmuls
+    key_conv = sum(n * cq * m * m for n, cq in zip(positions, cqs))  # K (*) r(H), N*C_Q*M^2
+    kernel = sum(8 * n * cq * m for n, cq in zip(positions, cqs))  # kappa = q (P^T + K (*) r(H)), N*L*C_Q*M
+    context = sum(8 * n * m * cq + n * m * cq * cq + 8 * n * cq * cq for n, cq in zip(positions, cqs))
+    assert ours["flops"] == d_default - decomposed + key_conv + kernel + context  # 66.87 G
+    # The paper's 32.0 M and 62.9 G are the backbone with H alone and with the relational kernel alone:
+    assert round((backbone + h) / 1e6, 1) == ABLATIONS["table4b_latent_none"].params_m  # 32.03 M
+    assert round((d_default - decomposed + key_conv + kernel) / 1e9, 1) == ABLATIONS["table4b_latent_none"].flops_g
+    # the whole layer (P, G, I and the context terms too): +0.11 M and +3.97 G over those
+    assert round(ours["params"] / 1e6, 2) == 32.13 and round(ours["flops"] / 1e9, 2) == 66.87
+
+
 class _Probe(nn.Module):
     """A grouped conv3d, an einsum and a linear layer: the op kinds the RSA layer relies on."""
 
@@ -126,14 +155,15 @@ def test_counter_convention_counts_grouped_conv3d_einsum_and_linear():
 
 @pytest.mark.parametrize("kind", ["rsa", "self_attention"])
 def test_fake_tensor_count_equals_a_real_forward(kind):
-    cfg = load_config(None, ["model.width=16", f"model.transform.type={kind}", "model.transform.kernel_size=[3,5,5]"])
+    cfg = load_config(None, ["model.width=16", f"model.transform.type={kind}",
+                             f"model.transform.{kind}.kernel_size=[3,5,5]"])
     fake = complexity(cfg, frames=4, size=64)
     real = complexity(cfg, frames=4, size=64, fake=False)
     assert fake == real and fake["flops"] > 0
 
 
 def test_tool_prints_json(tmp_path):
-    opts = ["model.width=16", "model.transform.kernel_size=[3,3,3]"]
+    opts = ["model.width=16", "model.transform.rsa.kernel_size=[3,3,3]"]
     out = subprocess.run([sys.executable, str(ROOT / "tools" / "flops.py"), "--json", "--frames", "4", "--size", "64",
                           "--opts", *opts], capture_output=True, text=True, check=True, cwd=tmp_path).stdout
     result = json.loads(out)

@@ -1,6 +1,7 @@
 """The import layering of the package: data flows config -> data -> models -> engine -> evaluation, and no import
 runs back up. Every ``import`` of an ``rsanet`` module, at module level or inside a function, is checked from the
-source (no module is executed), and importing the config is checked not to load the data pipeline."""
+source (no module is executed), and importing the config is checked not to load the data pipeline, the models or
+torchvision."""
 import ast
 import subprocess
 import sys
@@ -18,9 +19,12 @@ LAYERS = [
     # the config takes the dataset names, class counts and the data.synthetic section from it
     ("datasets", ["rsanet.data.sets", "rsanet.data.records", "rsanet.data.labels", "rsanet.data.decoders",
                   "rsanet.data.synthetic"]),
+    # the transform and backbone tables and what their entries build (torch; torchvision only inside a build):
+    # the config takes the transform names and option sections, and the backbone names and stage depths, from them
+    ("components", ["rsanet.ops", "rsanet.backbones"]),
     ("config", ["rsanet.config"]),
     ("data", ["rsanet.data"]),
-    ("models", ["rsanet.ops", "rsanet.models"]),
+    ("models", ["rsanet.models"]),
     ("engine", ["rsanet.engine"]),
     ("evaluation", ["rsanet.inference", "rsanet.predict", "rsanet.export", "rsanet.visualize", "rsanet.flops",
                     "rsanet.convert", "rsanet.benchmark", "rsanet.prep", "rsanet.cli"]),

@@ -1,5 +1,5 @@
-"""TSN-ResNet: torchvision equivalence, TSN consensus, every Table 2 transform in resnet18/50 (forward and
-backward), stochastic depth statistics, activation checkpointing and initialisation."""
+"""TSN over torchvision ResNets: torchvision equivalence, TSN consensus, every Table 2 transform in resnet18/50
+(forward and backward), stochastic depth statistics, activation checkpointing and initialisation."""
 import copy
 
 import pytest
@@ -7,8 +7,9 @@ import torch
 import torchvision
 from torch import nn
 
+from rsanet.backbones.resnet import run_block
 from rsanet.config import load_config
-from rsanet.models import TSNResNet, build_model
+from rsanet.models import TSN, build_model
 
 TRANSFORMS = ["rsa", "conv2d", "conv3d", "conv2plus1d", "self_attention"]
 
@@ -16,8 +17,10 @@ TRANSFORMS = ["rsa", "conv2d", "conv3d", "conv2plus1d", "self_attention"]
 def tiny_cfg(arch="resnet50", *opts):
     # Positions include stride-2 blocks (block 0 of stages 2 and 4) for resnet50.
     positions = "[[2],[0,1],[1],[0]]" if arch == "resnet50" else "[[1],[0],[1],[1]]"
+    windows = [f"model.transform.{kind}.kernel_size=[3,3,3]" for kind in ("rsa", "conv3d", "conv2plus1d",
+                                                                          "self_attention")]
     return load_config(None, [f"model.arch={arch}", "model.width=16", "model.num_classes=5",
-                              f"model.transform.positions={positions}", "model.transform.kernel_size=[3,3,3]",
+                              f"model.transform.positions={positions}", *windows,
                               "model.dropout=0.0", "model.stochastic_depth=0.0", *opts])
 
 
@@ -137,7 +140,11 @@ def test_stochastic_depth_drops_whole_clips_with_linear_probabilities():
                 m.eval()  # fixed statistics: branch(x) is then the same with and without dropping
         x = torch.randn(clips * t, block.conv1.in_channels, 4, 4, generator=gen)
         with torch.no_grad():
-            out, branch, short = block(x, t), block.branch(x, t), block.shortcut(x)
+            out = run_block(model, block, x, t)
+            block.drop_path.eval()  # the branch as it is, never dropped
+            short = x if block.downsample is None else block.downsample(x)
+            branch = run_block(model, block, x, t) - short
+            block.drop_path.train()
         scale = ((out - short) * branch).flatten(1).sum(1) / branch.square().flatten(1).sum(1)  # (B*T,)
         scale = scale.reshape(clips, t)
         dropped = scale.abs() < 1e-4
@@ -221,7 +228,7 @@ def test_one_memory_layout_flows_through_the_network(channels_last):
 
     from rsanet.engine.runner import to_channels_last
 
-    model = build_model(tiny_cfg("resnet50", "model.transform.kernel_size=[3,5,5]"))
+    model = build_model(tiny_cfg("resnet50", "model.transform.rsa.kernel_size=[3,5,5]"))
     if channels_last:
         to_channels_last(model)
     want = "cl" if channels_last else "std"
@@ -278,5 +285,5 @@ def test_bad_input_shape_is_named():
 def test_direct_construction_validates_positions():
     cfg = copy.deepcopy(load_config(None).model)
     cfg.transform.positions = [[0], [0], [9], [0]]
-    with pytest.raises(ValueError, match="stage 2 has only blocks 0..5, got \\[9\\]"):
-        TSNResNet(cfg)
+    with pytest.raises(ValueError, match="model.transform.positions: 'layer3.9.conv2' is not a conv of resnet50"):
+        TSN(cfg)

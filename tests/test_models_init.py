@@ -1,4 +1,4 @@
-"""Initialisation of a built model: the RSA factors (``model.transform.rsa_init``) and the classifier
+"""Initialisation of a built model: the RSA factors (``model.transform.rsa.init``) and the classifier
 (``model.classifier_init``), checked statistically against standard deviations derived here, independently,
 from the authors' module shapes.
 
@@ -81,7 +81,7 @@ def test_variance_preserving_option_keeps_our_scheme():
     they are larger than the authors' by C_Q / sqrt(2) for H1 (5.7, 11, 23, 45x), sqrt(D / 2) for H2 (2, 2.8,
     4, 5.7x), sqrt(C_Q M / (2 (M + C_Q))) for G (2.0, 2.7, 3.8, 5.0x) and sqrt(M) = 15.7x for P1."""
     torch.manual_seed(1)
-    model = build_model(load_config(None, ["model.transform.rsa_init=variance_preserving"]))
+    model = build_model(load_config(None, ["model.transform.rsa.init=variance_preserving"]))
     ratios = {}
     for name, layer in rsa_layers(model):
         cq, d, m = layer.head_dim, layer.latent_dim, layer.window

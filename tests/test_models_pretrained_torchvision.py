@@ -25,7 +25,7 @@ R18_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"  # torchvi
 def r18_options(*extra):
     """A ResNet-18 RSANet (width 64, the standard ResNet) small enough for the CPU."""
     return ["model.arch=resnet18", "model.num_classes=5", "model.transform.positions=[[1],[1],[],[]]",
-            "model.transform.kernel_size=[3,3,3]", "model.transform.queries=2", *extra]
+            "model.transform.rsa.kernel_size=[3,3,3]", "model.transform.rsa.queries=2", *extra]
 
 
 @pytest.fixture

@@ -20,19 +20,19 @@ from rsanet.models.official import (AuthorsFormatError, authors_checkpoint, auth
                                     native_to_authors)
 from test_tools_support import load_tool
 
-BASE = ["model.width=8", "model.num_segments=4", "model.pretrained=null", "model.transform.kernel_size=[3,3,3]",
-        "model.transform.queries=2", "model.num_classes=10", "model.transform.l2_eps=1.0e-6"]
+BASE = ["model.width=8", "model.num_segments=4", "model.pretrained=null", "model.transform.rsa.kernel_size=[3,3,3]",
+        "model.transform.rsa.queries=2", "model.num_classes=10", "model.transform.rsa.l2_eps=1.0e-6"]
 VARIANTS = {
     "default": [],
-    "kernel_relational": ["model.transform.kernel=[relational]"],
-    "context_basic": ["model.transform.context=[basic]"],
-    "context_relational": ["model.transform.context=[relational]"],
-    "latent_2": ["model.transform.latent_dim=2"],
-    "queries_4": ["model.transform.queries=4"],
-    "queries_1": ["model.transform.queries=1"],
-    "window_1x3x5": ["model.transform.kernel_size=[1,3,5]"],
+    "kernel_relational": ["model.transform.rsa.kernel=[relational]"],
+    "context_basic": ["model.transform.rsa.context=[basic]"],
+    "context_relational": ["model.transform.rsa.context=[relational]"],
+    "latent_2": ["model.transform.rsa.latent_dim=2"],
+    "queries_4": ["model.transform.rsa.queries=4"],
+    "queries_1": ["model.transform.rsa.queries=1"],
+    "window_1x3x5": ["model.transform.rsa.kernel_size=[1,3,5]"],
     "positions": ["model.transform.positions=[[1],[],[2,3],[]]"],
-    "groups_per_channel_explicit": ["model.transform.positions=[[1],[],[],[]]", "model.transform.groups=4"],
+    "groups_per_channel_explicit": ["model.transform.positions=[[1],[],[],[]]", "model.transform.rsa.groups=4"],
     "tsn": ["model.transform.type=conv2d"],
     "no_dropout": ["model.dropout=0.0"],
 }
@@ -92,8 +92,8 @@ def test_their_layout_is_channel_major_and_3d():
     assert torch.equal(theirs[p + "layer1.1.bn2.weight"], state["layer1.1.bn2.weight"])  # no RSA there
 
 
-@pytest.mark.parametrize("opts", [["model.transform.kernel=[basic]", "model.transform.latent_dim=2"],
-                                  ["model.transform.groups=1"], ["model.transform.groups=2"]],
+@pytest.mark.parametrize("opts", [["model.transform.rsa.kernel=[basic]", "model.transform.rsa.latent_dim=2"],
+                                  ["model.transform.rsa.groups=1"], ["model.transform.rsa.groups=2"]],
                          ids=["basic_kernel_P1_into_H2", "groups_1_expanded", "groups_2_expanded"])
 def test_rewrites_towards_their_format_keep_the_outputs(opts):
     """Variants their layer cannot hold as such (basic-only kernel with a learned P1, grouped H1) are rewritten
@@ -101,9 +101,9 @@ def test_rewrites_towards_their_format_keep_the_outputs(opts):
     cfg = tiny(*opts)
     model = randomized(cfg).double()
     back, inferred = authors_to_native(native_to_authors(model.state_dict(), cfg.model))
-    cfg2 = load_config(None, BASE + [f"model.transform.{k}={v}" for k, v in
-                                     (("latent_dim", inferred["transform"]["latent_dim"]),
-                                      ("groups", inferred["transform"]["groups"]))]
+    cfg2 = load_config(None, BASE + [f"model.transform.rsa.{k}={v}" for k, v in
+                                     (("latent_dim", inferred["transform"]["rsa"]["latent_dim"]),
+                                      ("groups", inferred["transform"]["rsa"]["groups"]))]
                        + [o for o in opts if "latent" not in o and "groups" not in o])
     other = build_model(cfg2).double().eval()
     other.load_state_dict(back)
@@ -114,11 +114,11 @@ def test_rewrites_towards_their_format_keep_the_outputs(opts):
 
 
 @pytest.mark.parametrize("opts,match", [
-    (["model.transform.norm=batchnorm"], "norm=batchnorm"),
-    (["model.transform.norm=none"], "norm=none"),
+    (["model.transform.rsa.norm=batchnorm"], "norm=batchnorm"),
+    (["model.transform.rsa.norm=none"], "norm=none"),
     (["model.transform.positions=[[0],[],[],[]]"], "block 0"),
     (["model.transform.type=conv3d"], "conv3d"),
-    (["model.transform.kernel_size=[2,3,3]"], "odd sizes"),
+    (["model.transform.rsa.kernel_size=[2,3,3]"], "odd sizes"),
 ])
 def test_what_their_code_cannot_express_is_refused(opts, match):
     cfg = tiny(*opts)
@@ -184,13 +184,13 @@ def test_checkpoint_of_another_architecture_is_refused(authors_file, tmp_path, c
 
 @pytest.mark.parametrize("opts,keys", [
     (["model.num_classes=48"], ["model.num_classes"]),
-    (["model.transform.kernel_size=[5,7,7]"], ["model.transform.kernel_size"]),
-    (["model.transform.queries=4"], ["model.transform.queries"]),
-    (["model.transform.latent_dim=2"], ["model.transform.latent_dim"]),
+    (["model.transform.rsa.kernel_size=[5,7,7]"], ["model.transform.rsa.kernel_size"]),
+    (["model.transform.rsa.queries=4"], ["model.transform.rsa.queries"]),
+    (["model.transform.rsa.latent_dim=2"], ["model.transform.rsa.latent_dim"]),
     (["model.transform.positions=[[1],[1],[1],[1]]"], ["model.transform.positions"]),
-    (["model.transform.kernel=[relational]", "model.transform.context=[basic]"],
-     ["model.transform.kernel", "model.transform.context"]),
-    (["model.transform.l2_eps=0.0"], ["model.transform.l2_eps"]),
+    (["model.transform.rsa.kernel=[relational]", "model.transform.rsa.context=[basic]"],
+     ["model.transform.rsa.kernel", "model.transform.rsa.context"]),
+    (["model.transform.rsa.l2_eps=0.0"], ["model.transform.rsa.l2_eps"]),
     (["model.width=16", "model.num_classes=48"], ["model.width", "model.num_classes"]),
 ])
 def test_a_config_that_does_not_fit_names_the_keys_that_would(authors_file, opts, keys):
@@ -228,9 +228,9 @@ def test_init_from_loads_all_but_a_classifier_of_another_size(authors_file):
         if not k.startswith("fc."):
             assert torch.equal(v, expected[k]), k
     assert torch.equal(target.fc.weight, own_fc)
-    with pytest.raises(CheckpointError, match="model.transform.kernel_size is"):  # another network: refused
-        init_from_checkpoint(build_model(tiny("model.transform.kernel_size=[1,3,3]")), path,
-                             tiny("model.transform.kernel_size=[1,3,3]").model)
+    with pytest.raises(CheckpointError, match="model.transform.rsa.kernel_size is"):  # another network: refused
+        init_from_checkpoint(build_model(tiny("model.transform.rsa.kernel_size=[1,3,3]")), path,
+                             tiny("model.transform.rsa.kernel_size=[1,3,3]").model)
 
 
 def test_convert_tool_both_ways_on_the_full_model(tmp_path, capsys):
@@ -246,7 +246,7 @@ def test_convert_tool_both_ways_on_the_full_model(tmp_path, capsys):
     assert tool.main([str(src), str(tmp_path / "ours.pth"), "--opts", "model.num_segments=16"]) == 0
     assert "T = model.num_segments = 16" in capsys.readouterr().out
     ours = load_checkpoint(tmp_path / "ours.pth", require_training_state=False)
-    assert ours["config"]["model"]["num_segments"] == 16 and ours["config"]["model"]["transform"]["l2_eps"] == 1e-6
+    assert ours["config"]["model"]["num_segments"] == 16 and ours["config"]["model"]["transform"]["rsa"]["l2_eps"] == 1e-6
     assert ours["source"]["authors_best_prec1"] == 65.779 and len(ours["source"]["sha256"]) == 64
     from rsanet.inference import resolve_config
     cfg = resolve_config(None, tmp_path / "ours.pth")
@@ -269,7 +269,7 @@ def test_convert_tool_refuses_a_model_their_code_cannot_build(authors_file, tmp_
 
 
 def test_rsa_l2_eps_is_the_authors_norm_and_the_reference_follows_it():
-    """model.transform.l2_eps > 0 normalizes as x / sqrt(|x|^2 + eps) in the fast layer and in the literal Eq. 11
+    """model.transform.rsa.l2_eps > 0 normalizes as x / sqrt(|x|^2 + eps) in the fast layer and in the literal Eq. 11
     reference alike; on inputs with near-zero q, k, v it differs from the default norm."""
     from rsanet.ops import RSA, rsa_reference
 
@@ -303,12 +303,12 @@ def test_rsa_l2_eps_gradients_equal_the_reference(memory):
 
 def test_our_checkpoint_of_another_config_names_the_keys(tmp_path):
     """A checkpoint of ours that does not fit the config: the error lists the stored config's differing keys."""
-    cfg = tiny("model.transform.kernel_size=[1,3,3]", "model.num_classes=7")
+    cfg = tiny("model.transform.rsa.kernel_size=[1,3,3]", "model.num_classes=7")
     path = tmp_path / "best.pth"
     torch.save({"model": build_model(cfg).state_dict(), "config": config_to_dict(cfg)}, path)
-    with pytest.raises(CheckpointError, match=re.escape("model.num_classes=7 model.transform.kernel_size=[1,3,3]")):
+    with pytest.raises(CheckpointError, match=re.escape("model.num_classes=7 model.transform.rsa.kernel_size=[1,3,3]")):
         load_model(tiny(), path)
-    with pytest.raises(CheckpointError, match=re.escape("model.transform.kernel_size=[1,3,3]")):
+    with pytest.raises(CheckpointError, match=re.escape("model.transform.rsa.kernel_size=[1,3,3]")):
         init_from_checkpoint(build_model(tiny()), path, tiny().model)
 
 

@@ -73,7 +73,7 @@ def test_full_model_matches_the_authors_model(frames, converted):
     logits equal theirs to 1e-4 relative in float32."""
     native, inferred = converted
     assert inferred["transform"]["positions"] == [[2], [1, 3], [1, 3, 5], [1]]
-    assert inferred["transform"]["kernel_size"] == [5, 7, 7] and inferred["num_classes"] == 174
+    assert inferred["transform"]["rsa"]["kernel_size"] == [5, 7, 7] and inferred["num_classes"] == 174
     cfg = config_from_dict({"model": dict(inferred, num_segments=frames, pretrained=None)})
     model = build_model(cfg).eval()
     model.load_state_dict(native)
@@ -143,7 +143,7 @@ def test_tools_test_gives_the_scores_of_their_main(tmp_path, pipeline):
     config.write_text(json.dumps({"runtime": {"device": "cpu", "progress": False}}))
     code = load_tool("test").main(["--config", str(config), "--checkpoint", str(ckpt), "--work-dir",
                                    str(tmp_path / "out"), "--opts", *opts, "model.num_segments=8",
-                                   "model.transform.l2_eps=1.0e-6", "test.batch_size=5"])
+                                   "model.transform.rsa.l2_eps=1.0e-6", "test.batch_size=5"])
     assert code == 0
     with np.load(tmp_path / "out" / "scores.npz") as z:
         assert z["video_ids"].tolist() == vids

@@ -23,7 +23,7 @@ from test_tools_support import load_tool
 ROOT = Path(__file__).resolve().parents[1]
 SEGMENTS, SIZE = 4, 32
 MODEL = {"arch": "resnet50", "width": 8, "num_classes": 174, "num_segments": SEGMENTS, "pretrained": None,
-         "dropout": 0.3, "transform": {"kernel_size": [3, 3, 3], "queries": 2, "l2_eps": 1.0e-6}}
+         "dropout": 0.3, "transform": {"rsa": {"kernel_size": [3, 3, 3], "queries": 2, "l2_eps": 1.0e-6}}}
 SSV1 = {"301": 3, "302": 4, "303": 11}  # frame counts on both sides of T = 4
 SSV2 = {"401": 5, "402": 9}
 

@@ -15,8 +15,8 @@ from rsanet.inference import resolve_config
 from test_tools_support import load_tool
 
 TINY = ["model.arch=resnet18", "model.width=8", "model.num_segments=4", "model.pretrained=null",
-        "model.num_classes=2", "model.transform.positions=[[1],[],[],[]]", "model.transform.kernel_size=[3,3,3]",
-        "model.transform.queries=2", "data.dataset=synthetic", "data.synthetic.classes=2", "data.synthetic.frames=4",
+        "model.num_classes=2", "model.transform.positions=[[1],[],[],[]]", "model.transform.rsa.kernel_size=[3,3,3]",
+        "model.transform.rsa.queries=2", "data.dataset=synthetic", "data.synthetic.classes=2", "data.synthetic.frames=4",
         "data.synthetic.resolution=[32,32]", "data.synthetic.train_size=8", "data.synthetic.val_size=4",
         "data.synthetic.seed=3", "data.resize=[32,32]", "data.crop_size=32", "data.num_workers=0",
         "train.batch_size=4", "train.epochs=2", "train.warmup_epochs=0", "test.batch_size=4",

@@ -383,3 +383,70 @@ def test_window_convs_and_aggregation_run_in_float32_under_autocast(amp_dtype):
     assert all(dtype == torch.float32 for _, dtype, _ in window), window
     assert all(dtype == torch.float32 for name, dtype, _ in rec.dtypes if name == "bmm")
     assert y.dtype == amp_dtype and m.H1.grad.dtype == torch.float32 and torch.isfinite(m.H1.grad).all()
+
+
+# Table 4b's "D = -" row: H (M*G x M) and P (M x C_Q) not decomposed (rsanet/ops/rsa_full.py), every kernel and
+# context, G in {1, 2, C_Q}, stride 1 and 2, each norm; values and gradients against the literal Eq. 8 with P and H.
+WHOLE = [
+    # (L, G, kernel_size, stride, norm, kernel, context)
+    (2, None, (3, 3, 3), 1, "l2", KERNELS[2], KERNELS[2]),
+    (2, 1, (3, 3, 3), 2, "none", KERNELS[1], KERNELS[2]),
+    (1, 2, (2, 3, 3), 1, "batchnorm", KERNELS[2], KERNELS[0]),
+    (4, None, (3, 5, 5), 1, "l2", KERNELS[0], KERNELS[1]),
+    (2, 2, (1, 3, 3), 2, "l2", KERNELS[1], KERNELS[0]),
+]
+
+
+@pytest.mark.parametrize("L,G,ks,stride,norm,kernel,context", WHOLE)
+def test_undecomposed_rsa_matches_reference(L, G, ks, stride, norm, kernel, context):
+    m = RSA(8, 8, kernel_size=ks, queries=L, groups=G, kernel=kernel, context=context, norm=norm, stride=stride,
+            decompose=False)
+    cq, window = 8 // L, ks[0] * ks[1] * ks[2]
+    assert m.H2 is None and m.latent_dim == window
+    if "relational" in kernel:
+        assert tuple(m.H1.shape) == (window, G or cq, window)  # H, row-major (M, G) x M
+    if "basic" in kernel:
+        assert tuple(m.P1.shape) == (window, cq)  # P itself
+    y = _assert_matches_reference(m, torch.randn(2, 8, 4, 6, 6))
+    assert y.shape == (2, 8, 4, 6 // stride, 6 // stride)
+
+
+def test_undecomposed_rsa_gradcheck_and_what_it_refuses():
+    m = RSA(4, 4, kernel_size=(3, 3, 2), queries=2, groups=1, decompose=False).double()
+    names, params = zip(*m.named_parameters())
+    params = [p.detach().clone().requires_grad_() for p in params]
+    x = torch.randn(1, 4, 2, 3, 4, dtype=torch.float64, requires_grad=True)
+
+    def f(inp, *ps):
+        return torch.func.functional_call(m, dict(zip(names, ps)), (inp,))
+
+    assert torch.autograd.gradcheck(f, (x, *params), eps=1e-6, atol=1e-7, fast_mode=True)
+    with pytest.raises(ValueError, match="decompose=False keeps H"):
+        RSA(8, 8, kernel_size=(3, 3, 3), queries=2, latent_dim=4, decompose=False)
+    with pytest.raises(ValueError, match="decompose=False has no H2"):
+        paper_eq12(m, x)
+
+
+def test_undecomposed_parameter_count_is_the_paper_s_h_and_p():
+    # per layer: q, k, v 1x1x1 convs + H (M*C_Q x M) + P (M x C_Q) + G (M x C_Q) + I (C_Q x C_Q)
+    c, L, m_ = 256, 8, 245
+    cq = c // L
+    m = RSA(c, c, kernel_size=(5, 7, 7), queries=L, decompose=False)
+    expected = c * c + 2 * c * cq + m_ * cq * m_ + m_ * cq + m_ * cq + cq * cq
+    assert sum(p.numel() for p in m.parameters()) == expected
+
+
+def test_undecomposed_kernel_taps_see_the_kernel_over_the_window():
+    m = RSA(8, 8, kernel_size=(3, 3, 3), queries=2, decompose=False).double()
+    seen = {}
+    for name in ("tap_basic_kernel", "tap_relational_kernel"):
+        getattr(m, name).register_forward_hook(lambda mod, i, o, n=name: seen.__setitem__(n, o))
+    x = torch.randn(1, 8, 3, 4, 4, dtype=torch.float64)
+    with torch.no_grad():
+        y = m(x)
+        plain = RSA(8, 8, kernel_size=(3, 3, 3), queries=2, decompose=False).double()
+        plain.load_state_dict(m.state_dict())
+        torch.testing.assert_close(y, plain(x), rtol=0, atol=1e-12)  # the tap path computes the same
+    assert seen["tap_relational_kernel"].shape == (1, 2, 27, 3, 4, 4)  # (B, L, M, T, H, W): D = M
+    kappa = m.expand_kernel(seen["tap_basic_kernel"][0, :, :, 1, 2, 2], dim=1)  # (L, M) -> (L, t, h, w)
+    assert kappa.shape == (2, 3, 3, 3)

@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from rsanet.config import TransformConfig
+from rsanet.config import transform_config
 from rsanet.ops import (RSA, Conv2dTransform, Conv2Plus1dTransform, Conv3dTransform, LocalSelfAttention,
                         build_transform)
 
@@ -173,7 +173,6 @@ def test_table2_parameter_counts_in_res4():
     base = _count(r50)
     replaced = _count(r50.layer3[1].conv2)  # the 3 x 3 conv the transform replaces: 256*256*9 = 589,824
     assert replaced == 589_824
-    cfg = TransformConfig()  # kernel 5 x 7 x 7, L = 8
     rows = {  # Table 2 (params, M)
         ("conv2d", (), True): 23.9,  # = the TSN base; the paper prints 24.3 M for this row
         ("conv3d", (), True): 39.3,
@@ -185,14 +184,15 @@ def test_table2_parameter_counts_in_res4():
         ("rsa", (), True): 23.6,
     }
     for (kind, attention, softmax), paper in rows.items():
-        cfg.type, cfg.softmax = kind, softmax
+        cfg = transform_config(type=kind)  # kernel 5 x 7 x 7, L = 8
+        cfg.self_attention.softmax = softmax
         if attention:
-            cfg.attention = list(attention)
+            cfg.self_attention.attention = list(attention)
         total = base - replaced + _count(build_transform(cfg, 256, 256))
         assert round(total / 1e6, 1) == paper, (kind, attention, softmax, total)
     # Table 4a: a single RSA layer in res4 -> kappa^V with X^V: 23.4; kappa^R with X^V: 23.6
     for kernel, context, paper in [(["basic"], ["basic"], 23.4), (["relational"], ["basic"], 23.6)]:
-        cfg = TransformConfig(kernel=kernel, context=context)
+        cfg = transform_config(rsa={"kernel": kernel, "context": context})
         total = base - replaced + _count(build_transform(cfg, 256, 256))
         assert round(total / 1e6, 1) == paper
 
@@ -217,24 +217,33 @@ def test_baseline_parameter_counts(m, expected):
 # build_transform and bad arguments.
 # ------------------------------------------------------------------------------------------------
 def test_build_transform_reads_the_config():
-    cfg = TransformConfig(kernel_size=[3, 5, 5], queries=4, latent_dim=0, groups=2, kernel=["relational"],
-                          context=["basic"], norm="none")
+    cfg = transform_config(rsa={"kernel_size": [3, 5, 5], "queries": 4, "latent_dim": 0, "groups": 2,
+                                "kernel": ["relational"], "context": ["basic"], "norm": "none"})
     m = build_transform(cfg, 32, 64, stride=2)
     assert isinstance(m, RSA)
     assert (m.kernel_size, m.queries, m.head_dim, m.latent_dim, m.groups) == ((3, 5, 5), 4, 16, 16, 2)
     assert (m.kernel_terms, m.context_terms, m.norm, m.stride) == (("relational",), ("basic",), "none", 2)
-    cfg = TransformConfig(type="self_attention", kernel_size=[3, 3, 3], queries=2, attention=["position"],
-                          softmax=False)
+    cfg = transform_config(type="self_attention", self_attention={"kernel_size": [3, 3, 3], "queries": 2,
+                                                                  "attention": ["position"], "softmax": False})
     m = build_transform(cfg, 8, 8)
     assert isinstance(m, LocalSelfAttention) and m.attention == ("position",) and not m.softmax
-    assert isinstance(build_transform(TransformConfig(type="conv2d"), 8, 8), Conv2dTransform)
-    assert build_transform(TransformConfig(type="conv2d"), 8, 8).conv.weight.shape == (8, 8, 1, 3, 3)
-    assert isinstance(build_transform(TransformConfig(type="conv3d", kernel_size=[3, 3, 3]), 8, 8), Conv3dTransform)
-    assert isinstance(build_transform(TransformConfig(type="conv2plus1d"), 8, 8), Conv2Plus1dTransform)
+    assert isinstance(build_transform(transform_config(type="conv2d"), 8, 8), Conv2dTransform)
+    assert build_transform(transform_config(type="conv2d"), 8, 8).conv.weight.shape == (8, 8, 1, 3, 3)
+    conv3d = build_transform(transform_config(type="conv3d", conv3d={"kernel_size": [3, 3, 3]}), 8, 8)
+    assert isinstance(conv3d, Conv3dTransform) and conv3d.conv.weight.shape == (8, 8, 3, 3, 3)
+    assert isinstance(build_transform(transform_config(type="conv2plus1d"), 8, 8), Conv2Plus1dTransform)
+    # D = C_Q / latent_divisor in each layer (Table 4b "C_Q/2"); decompose=false keeps H whole (Table 4b "-")
+    half = build_transform(transform_config(rsa={"latent_divisor": 2}), 64, 64)
+    assert (half.head_dim, half.latent_dim, tuple(half.H1.shape)) == (8, 4, (245, 8, 4))
+    whole = build_transform(transform_config(rsa={"decompose": False}), 64, 64)
+    assert (whole.latent_dim, tuple(whole.H1.shape), tuple(whole.P1.shape), whole.H2) == (245, (245, 8, 245),
+                                                                                          (245, 8), None)
+    with pytest.raises(ValueError, match="latent_divisor=3 does not divide C_Q = 8"):
+        build_transform(transform_config(rsa={"latent_divisor": 3}), 64, 64)
 
 
 def test_build_transform_unknown_type():
-    cfg = TransformConfig()
+    cfg = transform_config()
     cfg.type = "lambda"
     with pytest.raises(ValueError, match="'lambda'"):
         build_transform(cfg, 8, 8)

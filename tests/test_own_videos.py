@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
 TINY_OPTS = ["model.arch=resnet18", "model.width=8", "model.num_segments=4", "model.pretrained=null",
-             "model.transform.positions=[[1],[],[],[]]", "model.transform.kernel_size=[3,3,3]",
-             "model.transform.queries=2", "data.resize=[32,32]", "data.crop_size=32", "data.num_workers=0",
+             "model.transform.positions=[[1],[],[],[]]", "model.transform.rsa.kernel_size=[3,3,3]",
+             "model.transform.rsa.queries=2", "data.resize=[32,32]", "data.crop_size=32", "data.num_workers=0",
              "train.batch_size=2", "test.batch_size=4", "train.epochs=1", "train.warmup_epochs=0",
              "runtime.tensorboard=false", "runtime.progress=false", "runtime.device=cpu"]
 

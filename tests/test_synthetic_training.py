@@ -10,12 +10,12 @@ from rsanet.engine import run_training
 TINY = [
     "model.arch=resnet18", "model.width=8", "model.num_classes=2", "model.num_segments=4", "model.pretrained=null",
     "model.dropout=0.0", "model.stochastic_depth=0.0", "model.transform.positions=[[1],[],[],[]]",
-    "model.transform.kernel_size=[3,3,3]", "model.transform.queries=2",
+    "model.transform.rsa.kernel_size=[3,3,3]", "model.transform.rsa.queries=2",
     "data.dataset=synthetic", "data.synthetic.classes=2", "data.synthetic.frames=4", "data.synthetic.seed=0",
     "data.synthetic.resolution=[32,32]", "data.resize=[32,32]", "data.crop_size=32", "data.scales=[1.0]",
     "data.flip=none", "data.num_workers=0", "data.synthetic.train_size=768", "data.synthetic.val_size=160",
     "data.segment_rule=uniform",  # as configs/synthetic: n = T, where tsm tests on frame 0 only
-    "model.transform.rsa_init=variance_preserving", "model.classifier_init=normal", "train.lr_schedule=step",
+    "model.transform.rsa.init=variance_preserving", "model.classifier_init=normal", "train.lr_schedule=step",
     "train.min_lr_ratio=0",  # as configs/synthetic
     "train.batch_size=16", "train.lr=0.2", "train.epochs=8", "train.warmup_epochs=0.5", "train.label_smoothing=0.0",
     "train.eval_every=8", "test.batch_size=32", "runtime.seed=0", "runtime.tensorboard=false",

@@ -37,14 +37,14 @@ def test_table3_config_has_the_paper_settings(name):
     # The shared recipe: RSANet-R50 with 7 RSA layers, SGD lr 0.02 per 64 clips, 8 GPUs x 8 = 64.
     t = cfg.model.transform
     assert cfg.model.arch == "resnet50" and t.type == "rsa" and sum(map(len, t.positions)) == 7
-    assert t.kernel_size == [5, 7, 7] and t.queries == 8
+    assert t.rsa.kernel_size == [5, 7, 7] and t.rsa.queries == 8
     run = RunState.of(cfg, world_size=8)
     assert run.total_batch == 64 and run.scaled_lr == pytest.approx(0.02)
     assert cfg.train.warmup_epochs == 5 and cfg.train.label_smoothing == 0.1 and cfg.model.stochastic_depth == 0.2
     assert cfg.data.resize == [240, 320] and cfg.data.crop_size == 224
     assert cfg.model.pretrained == "torchvision"  # IMAGENET1K_V1 through the torch hub cache
     # The authors' code: init, sampling, schedule; their runs: fp32.
-    assert (t.rsa_init, cfg.model.classifier_init, cfg.data.segment_rule) == ("authors", "xavier_uniform", "tsm")
+    assert (t.rsa.init, cfg.model.classifier_init, cfg.data.segment_rule) == ("authors", "xavier_uniform", "tsm")
     tr = cfg.train
     assert (tr.lr_schedule, tr.min_lr_ratio, tr.min_lr, tr.tf32) == ("epoch", 1e-3, 0, False)
     assert cfg.model.transform_block_init == "msra" and cfg.train.nesterov and cfg.train.clip_grad_norm == 100
@@ -53,7 +53,7 @@ def test_table3_config_has_the_paper_settings(name):
         assert Path(getattr(cfg.data, key)).parts[:2] == folder, key
 
 
-SOURCED = ["model.pretrained", "model.classifier_init", "model.dropout", "model.transform.rsa_init",
+SOURCED = ["model.pretrained", "model.classifier_init", "model.dropout", "model.transform.rsa.init",
            "data.segment_rule", "train.epochs", "train.lr_schedule", "train.min_lr_ratio", "train.tf32"]
 
 
@@ -81,7 +81,7 @@ def test_recipe_items_are_restated_with_their_source(name):
     chain = [path for path, _ in config_chain(config)][::-1]  # the config first, then its bases, nearest first
     cfg = load_config(config)
     for key in SOURCED:
-        if key == "model.transform.rsa_init" and "tsn" in name:
+        if key == "model.transform.rsa.init" and "tsn" in name:
             continue  # no RSA layer
         found = [(path, line) for path in chain if (line := _written_line(path, key)) is not None]
         assert found, f"{name}: {key} is not written out in {[p.name for p in chain]}"

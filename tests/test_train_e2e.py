@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 TINY = [
     "model.arch=resnet18", "model.width=8", "model.num_classes=2", "model.num_segments=4",
-    "model.transform.positions=[[1],[1],[],[]]", "model.transform.kernel_size=[3,3,3]", "model.pretrained=null",
+    "model.transform.positions=[[1],[1],[],[]]", "model.transform.rsa.kernel_size=[3,3,3]", "model.pretrained=null",
     "data.dataset=synthetic", "data.synthetic.classes=2", "data.synthetic.frames=4",
     "data.synthetic.resolution=[32,32]", "data.resize=[32,32]", "data.crop_size=32", "data.num_workers=0",
     "data.synthetic.train_size=8", "data.synthetic.val_size=5", "train.batch_size=4", "train.warmup_epochs=1",

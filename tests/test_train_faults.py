@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 TINY = [
     "model.arch=resnet18", "model.width=8", "model.num_segments=4", "model.pretrained=null",
-    "model.transform.positions=[[1],[],[],[]]", "model.transform.kernel_size=[3,3,3]", "model.transform.queries=2",
+    "model.transform.positions=[[1],[],[],[]]", "model.transform.rsa.kernel_size=[3,3,3]", "model.transform.rsa.queries=2",
     "data.resize=[32,32]", "data.crop_size=32", "data.num_workers=0", "train.batch_size=4", "test.batch_size=4",
     "runtime.deterministic=true", "runtime.log_interval=1", "runtime.tensorboard=false", "runtime.progress=false",
     "runtime.checkpoint_interval=0",

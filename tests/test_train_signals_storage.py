@@ -22,7 +22,7 @@ TRAIN = ROOT / "tools" / "train.py"
 
 CONFIG = {
     "model": {"arch": "resnet18", "width": 8, "num_classes": 2, "num_segments": 4, "pretrained": None,
-              "transform": {"positions": [[1], [], [], []], "kernel_size": [3, 3, 3], "queries": 2}},
+              "transform": {"positions": [[1], [], [], []], "rsa": {"kernel_size": [3, 3, 3], "queries": 2}}},
     "data": {"dataset": "synthetic", "resize": [32, 32], "crop_size": 32, "num_workers": 0,
              "synthetic": {"classes": 2, "frames": 4, "resolution": [32, 32], "train_size": 48, "val_size": 4}},
     "train": {"batch_size": 4, "epochs": 2, "warmup_epochs": 1},  # 12 steps per epoch

@@ -37,9 +37,9 @@ OPTIONS = [
     (("--impl",), {"nargs": "+", "default": list(IMPLS), "choices": list(IMPLS), "help": "implementations"}),
     (("--stages",), {"nargs": "+", "default": list(STAGES), "choices": list(STAGES), "help": "R50 stages"}),
     (("--window-conv",), {"nargs": "+", "default": ["auto"], "choices": list(WINDOW_CONVS),
-                           "help": "window-conv strategies of `ours` (model.transform.window_conv)"}),
+                           "help": "window-conv strategies of `ours` (model.transform.rsa.window_conv)"}),
     (("--memory",), {"nargs": "+", "default": ["save"], "choices": list(MEMORY_MODES),
-                     "help": "memory modes of `ours` (model.transform.memory)"}),
+                     "help": "memory modes of `ours` (model.transform.rsa.memory)"}),
     (("--interleave",), {"action": "store_true",
                           "help": "time the cases of each stage in turn in one process (robust ratios under "
                                   "load; no peak memory)"}),

@@ -8,7 +8,7 @@ out (they exist anyway). Nothing is timed, so the numbers do not depend on the m
 
 Rows:
 
-* ``model``: RSANet-R50 in each memory mode of the RSA layer (``model.transform.memory``: ``save``, the
+* ``model``: RSANet-R50 in each memory mode of the RSA layer (``model.transform.rsa.memory``: ``save``, the
   default, and ``recompute``), RSANet-R50 with ``model.checkpoint_rsa`` (the transforms recomputed whole),
   and TSN-R50, each with the ratio to TSN.
 * ``layer``: one RSA layer at each R50 stage shape (C, H = W at the crop size), in each memory mode: the
@@ -30,7 +30,7 @@ COLUMNS = ["level", "case", "stage", "T", "B", "size", "ch-last", "saved MiB", "
 # name -> (benchmark model, config overrides)
 MODEL_CASES = {
     "rsanet": ("rsanet", []),
-    "rsanet-recompute": ("rsanet", ["model.transform.memory=recompute"]),
+    "rsanet-recompute": ("rsanet", ["model.transform.rsa.memory=recompute"]),
     "rsanet-checkpoint": ("rsanet", ["model.checkpoint_rsa=true"]),
     "tsn": ("tsn", []),
 }

@@ -38,9 +38,9 @@ OPTIONS = [
     (("--compile",), {"nargs": "+", "default": ["off"], "choices": ["off", "on"],
                       "help": "torch.compile the model (off and/or on)"}),
     (("--memory",), {"nargs": "+", "default": ["save"], "choices": ["save", "recompute"],
-                     "help": "model.transform.memory of the RSA layers (rsanet rows; save and/or recompute)"}),
+                     "help": "model.transform.rsa.memory of the RSA layers (rsanet rows; save and/or recompute)"}),
     (("--window-conv",), {"default": "auto", "choices": ["auto", "native", "channels_last"],
-                          "help": "model.transform.window_conv of the RSA layers"}),
+                          "help": "model.transform.rsa.window_conv of the RSA layers"}),
     (("--interleave",), {"action": "store_true",
                           "help": "build all cases in one process and alternate their steps (ratios robust to "
                                   "a varying load; no peak memory)"}),
@@ -60,7 +60,7 @@ def build_benchmark_model(name: str, frames: int, arch: str = "resnet50", width:
                                 *overrides]
     if arch in ("resnet18", "resnet34"):
         overrides.append("model.transform.positions=[[1],[1],[1],[1]]")  # two blocks per stage
-    cfg = load_config(None, overrides, world_size=1)
+    cfg = load_config(None, overrides)
     return build_model(cfg), cfg.model.num_classes
 
 
@@ -70,7 +70,8 @@ def _build_step(case: dict):
 
     device = torch.device(case["device"])
     torch.manual_seed(0)
-    rsa_opts = [f"model.transform.memory={case['memory']}", f"model.transform.window_conv={case['window_conv']}"]
+    rsa_opts = [f"model.transform.rsa.memory={case['memory']}",
+                f"model.transform.rsa.window_conv={case['window_conv']}"]
     model, num_classes = build_benchmark_model(case["model"], case["T"], case["arch"], case["width"],
                                                rsa_opts if case["model"] == "rsanet" else [])
     model = model.to(device)

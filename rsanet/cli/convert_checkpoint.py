@@ -66,10 +66,10 @@ def main(argv=None) -> int:
     else:
         print(f"wrote {args.output}: authors' format (KimManjin/RSA) converted from {args.input}; give their "
               f"scripts the number of frames of this model: {frames}")
-        eps = cfg.model.transform.l2_eps
+        eps = cfg.model.transform.rsa.l2_eps
         if cfg.model.transform.type == "rsa" and eps != AUTHORS_L2_EPS:
             print(f"note: their RSA normalizes q, k, v as x / sqrt(|x|^2 + {AUTHORS_L2_EPS:g}); this model used "
-                  f"model.transform.l2_eps={eps:g}: the outputs differ only where q, k or v is nearly zero")
+                  f"model.transform.rsa.l2_eps={eps:g}: the outputs differ only where q, k or v is nearly zero")
     return 0
 
 

@@ -1,6 +1,6 @@
 """Parameters and FLOPs (multiply-accumulates, the paper's convention) of a model for one clip.
 
-    python tools/flops.py --config configs/ssv1_rsa_8f.yaml [--opts model.transform.kernel_size=[3,5,5]]
+    python tools/flops.py --config configs/ssv1_rsa_8f.yaml [--opts model.transform.rsa.kernel_size=[3,5,5]]
     python tools/flops.py --config FILE --frames 16 --json      # {"params": <int>, "flops": <int>}
     python tools/flops.py --table [--config-dir configs/ablations]   # every ablation next to the paper
 
@@ -18,7 +18,7 @@ from rsanet.flops import ablation_rows, complexity, format_table
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="experiment YAML (default: the built-in SS-V1 8-frame RSANet-R50)")
-    p.add_argument("--opts", nargs="*", default=[], help="overrides such as model.transform.queries=4")
+    p.add_argument("--opts", nargs="*", default=[], help="overrides such as model.transform.rsa.queries=4")
     p.add_argument("--frames", type=int, default=None, help="frames per clip (default: model.num_segments)")
     p.add_argument("--size", type=int, default=None,
                    help="frame side in pixels (default: the config's test crop size; 224 with --table)")

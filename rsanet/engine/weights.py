@@ -142,7 +142,7 @@ def init_from_checkpoint(model: nn.Module, path: str | os.PathLike, mcfg: ModelC
     (and, for the authors' files, the config keys that would fit): fine-tuning starts from the whole network.
     """
     weights = read_model_weights(path)
-    problem = _fit_problem(weights, mcfg, ignore=("model.num_classes", "model.transform.l2_eps"))
+    problem = _fit_problem(weights, mcfg, ignore=("model.num_classes", "model.transform.rsa.l2_eps"))
     if problem:
         raise CheckpointError(f"model.init_from: {weights.path} holds another network than this config "
                               f"({describe(weights.inferred)}): {problem}")

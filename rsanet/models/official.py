@@ -42,7 +42,7 @@ block 0 of a stage, other transforms, basic blocks) is refused.
 
 Their L2 norm is ``x / sqrt(|x|^2 + 1e-6)``, ours by default ``x / max(|x|, 1e-12)``; the two differ where a
 query, key or value is nearly zero (by 2.6e-3 relative in one of the fixture layers, whose heads have two
-channels). ``model.transform.l2_eps: 1e-6`` makes ours theirs, and the keys inferred from their files say so.
+channels). ``model.transform.rsa.l2_eps: 1e-6`` makes ours theirs, and the keys inferred from their files say so.
 
 The file does not store the number of frames T: the config decides it.
 """
@@ -54,7 +54,9 @@ from typing import Any, Mapping, Optional
 
 import torch
 
+from rsanet.backbones import transform_slots
 from rsanet.config import ModelConfig
+from rsanet.ops import replaces
 
 __all__ = ["AUTHORS_PREFIX", "AuthorsFormatError", "is_authors_state", "head_major_permutation",
            "RSALayerSpec", "rsa_from_authors", "rsa_to_authors", "authors_to_native", "native_to_authors",
@@ -248,12 +250,11 @@ def _infer_transform(specs: dict[str, RSALayerSpec], depths: list[int]) -> dict:
         latent = 0  # D = C_Q in every layer (their dd = 0)
     else:
         latent = _consistent(specs, "latent", "latent width D")
-    return {"type": "rsa", "positions": [sorted(p) for p in positions],
-            "kernel_size": list(_consistent(specs, "kernel_size", "kernel size")),
-            "queries": _consistent(specs, "queries", "number of heads L"), "latent_dim": latent,
-            "groups": 0, "kernel": list(_consistent(specs, "kernel", "kernel terms")),
-            "context": list(_consistent(specs, "context", "context terms")), "norm": "l2",
-            "l2_eps": AUTHORS_L2_EPS}
+    rsa = {"kernel_size": list(_consistent(specs, "kernel_size", "kernel size")),
+           "queries": _consistent(specs, "queries", "number of heads L"), "latent_dim": latent, "groups": 0,
+           "kernel": list(_consistent(specs, "kernel", "kernel terms")),
+           "context": list(_consistent(specs, "context", "context terms")), "norm": "l2", "l2_eps": AUTHORS_L2_EPS}
+    return {"type": "rsa", "positions": [sorted(p) for p in positions], "rsa": rsa}
 
 
 def _rsa_blocks(body: Mapping[str, torch.Tensor]) -> list[str]:
@@ -315,11 +316,11 @@ def _check_against_model(state: Mapping[str, torch.Tensor], model: dict) -> dict
     """``state`` in the order of a model built from ``model`` (config keys), whose tensors (and their shapes)
     it must hold exactly."""
     from rsanet.config import config_from_dict
-    from rsanet.models.tsn_resnet import TSNResNet
+    from rsanet.models.tsn import TSN
 
     mcfg = config_from_dict({"model": model}, source="keys inferred from the checkpoint").model
     with torch.device("meta"):  # shapes only: no memory, no init cost
-        own = TSNResNet(mcfg).state_dict()
+        own = TSN(mcfg).state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})" for k in own
@@ -339,25 +340,34 @@ def native_to_authors(state: Mapping[str, torch.Tensor], mcfg: ModelConfig) -> d
     """
     t = mcfg.transform
     if mcfg.arch not in _ARCHS.values():
-        raise AuthorsFormatError(f"model.arch={mcfg.arch}: the authors' code builds bottleneck ResNets only")
+        raise AuthorsFormatError(f"model.arch={mcfg.arch}: the authors' code builds the plain bottleneck ResNets "
+                                 f"{' and '.join(_ARCHS.values())} only")
     if t.type not in ("rsa", "conv2d"):
         raise AuthorsFormatError(f"model.transform.type={t.type}: the authors' code has no such transform")
-    blocks = [f"layer{s + 1}.{b}" for s, p in enumerate(t.positions) for b in p] if t.type == "rsa" else []
+    slots = transform_slots(mcfg, replaces(t.type))
+    if any(not name.endswith(".conv2") for name in slots):
+        raise AuthorsFormatError(f"model.transform.replace={t.replace}: the authors' code places RSA in the 3x3 "
+                                 "conv (conv2) of a block only")
+    blocks = [name.rsplit(".", 1)[0] for name in slots]
     if t.type == "rsa":
-        if t.norm != "l2":
-            raise AuthorsFormatError(f"model.transform.norm={t.norm}: the authors' RSA always uses the L2 norm")
+        o = t.rsa
+        if o.norm != "l2":
+            raise AuthorsFormatError(f"model.transform.rsa.norm={o.norm}: the authors' RSA always uses the L2 norm")
+        if not o.decompose:
+            raise AuthorsFormatError("model.transform.rsa.decompose=false: the authors' RSA always factors "
+                                     "H = H1 H2^T")
         if any(name.endswith(".0") for name in blocks):
             raise AuthorsFormatError(f"model.transform.positions={t.positions}: the authors' code never places "
                                      "RSA in block 0 of a stage")
-        if any(k % 2 == 0 for k in t.kernel_size):
-            raise AuthorsFormatError(f"model.transform.kernel_size={t.kernel_size}: the authors' layer pads k//2 "
-                                     "on both sides, which only works for odd sizes")
+        if any(k % 2 == 0 for k in o.kernel_size):
+            raise AuthorsFormatError(f"model.transform.rsa.kernel_size={o.kernel_size}: the authors' layer pads "
+                                     "k//2 on both sides, which only works for odd sizes")
     body = {k: v for k, v in state.items() if not k.startswith("fc.")}
     layers = {}  # "layerS.B.conv2." -> their tensors of that RSA layer
     for block in blocks:
         prefix = f"{block}.conv2."
         ours = {k[len(prefix):]: v for k, v in body.items() if k.startswith(prefix)}
-        theirs = rsa_to_authors(ours, t.kernel_size, f"{block}.conv2")
+        theirs = rsa_to_authors(ours, t.rsa.kernel_size, f"{block}.conv2")
         layers[prefix] = {k: theirs[k] for k in _RSA_KEYS if k in theirs}  # in their module order
         cq = ours["value.weight"].shape[0]
         inv = torch.argsort(head_major_permutation(ours["query.weight"].shape[0] // cq, cq))
@@ -394,23 +404,30 @@ def _canonical(model: dict) -> dict:
     ``{config key: comparable value}`` (term lists in canonical order; D and G per RSA layer)."""
     t = model["transform"]
     out = {f"model.{k}": model[k] for k in ("arch", "width", "num_classes")}
-    positions = [sorted(p) for p in t.get("positions", [])]
-    if t["type"] == "conv2d" or not any(positions):
+    # where the layers are, as the slot names both placement keys come down to (layerS.B.convK)
+    names = sorted(t.get("replace") or [f"layer{s + 1}.{b}.conv2" for s, p in enumerate(t.get("positions", []))
+                                        for b in p])
+    if not replaces(t["type"]) or not names:
         out["model.transform.type"] = "conv2d"  # no transform anywhere: a plain TSN
         return out
     out["model.transform.type"] = t["type"]
-    out["model.transform.positions"] = positions
-    out["model.transform.kernel_size"] = list(t["kernel_size"])
+    out["model.transform.positions"] = names
     if t["type"] != "rsa":
         return out
-    out["model.transform.queries"] = t["queries"]
+    o, key = t["rsa"], "model.transform.rsa."
+    out[key + "kernel_size"] = list(o["kernel_size"])
+    out[key + "queries"] = o["queries"]
     for k in ("kernel", "context"):
-        out[f"model.transform.{k}"] = [x for x in ("basic", "relational") if x in t[k]]
-    out["model.transform.norm"] = t["norm"]
-    out["model.transform.l2_eps"] = t.get("l2_eps", 0.0)
-    cqs = [model["width"] * 2 ** s // t["queries"] for s, p in enumerate(positions) for _ in p]  # C_Q per layer
-    out["model.transform.latent_dim"] = [t["latent_dim"] or cq for cq in cqs]
-    out["model.transform.groups"] = [t["groups"] or cq for cq in cqs]
+        out[key + k] = [x for x in ("basic", "relational") if x in o[k]]
+    out[key + "norm"] = o["norm"]
+    out[key + "l2_eps"] = o.get("l2_eps", 0.0)
+    stages = [int(name.split(".")[0][5:]) - 1 for name in names]
+    cqs = [model["width"] * 2 ** s // o["queries"] for s in stages]  # C_Q per layer
+    if not o.get("decompose", True):
+        out[key + "decompose"] = False
+    else:
+        out[key + "latent_dim"] = [o["latent_dim"] or cq // o.get("latent_divisor", 1) for cq in cqs]
+    out[key + "groups"] = [o["groups"] or cq for cq in cqs]
     return out
 
 
@@ -425,12 +442,16 @@ def model_mismatches(source: dict, mcfg: ModelConfig) -> list[tuple[str, Any, An
     """``[(config key, value in mcfg, value the checkpoint needs)]`` for every shape-relevant model key in
     which ``mcfg`` differs from ``source`` (model keys inferred from a checkpoint, or a stored config's
     ``model`` section)."""
-    from rsanet.config import config_to_dict
+    from rsanet.config import config_to_dict, upgrade_config_dict
 
     have = config_to_dict(mcfg)
+    source = upgrade_config_dict({"model": source})["model"]  # a stored config of an older layout
     a, b = _canonical(have), _canonical(source)
     out = [(key, _raw(have, key), _raw(source, key)) for key in b if a.get(key) != b[key]]
-    return [m for m in out if m[1] != m[2]] or out  # e.g. type "rsa" with no positions reads as conv2d
+    out = [m for m in out if m[1] != m[2]] or out  # e.g. type "rsa" with no positions reads as conv2d
+    if have["transform"]["replace"] and any(key == "model.transform.positions" for key, _, _ in out):
+        out.append(("model.transform.replace", have["transform"]["replace"], []))  # positions are read again
+    return out
 
 
 def yaml_flow(value: Any) -> str:
@@ -446,7 +467,7 @@ def yaml_flow(value: Any) -> str:
 
 
 def format_overrides(mismatches: list[tuple[str, Any, Any]]) -> str:
-    """``--opts`` text that makes a config fit: ``model.num_classes=48 model.transform.kernel_size=[5,7,7]``."""
+    """``--opts`` text that makes a config fit: ``model.num_classes=48 model.transform.rsa.kernel_size=[5,7,7]``."""
     return " ".join(f"{key}={yaml_flow(want)}" for key, _, want in mismatches)
 
 
@@ -458,7 +479,8 @@ def describe(model: Optional[dict]) -> str:
     text = f"{model['arch']} (width {model['width']}), {model['num_classes']} classes"
     if t["type"] != "rsa":
         return text + ", no transform (TSN)"
-    d = "C_Q" if t["latent_dim"] == 0 else t["latent_dim"]
-    return (text + f", RSA at {yaml_flow(t['positions'])}: L={t['queries']}, D={d}, "
-            f"window {'x'.join(map(str, t['kernel_size']))}, kernel {yaml_flow(t['kernel'])}, "
-            f"context {yaml_flow(t['context'])}")
+    o = t["rsa"]
+    d = "C_Q" if o["latent_dim"] == 0 else o["latent_dim"]
+    return (text + f", RSA at {yaml_flow(t['positions'])}: L={o['queries']}, D={d}, "
+            f"window {'x'.join(map(str, o['kernel_size']))}, kernel {yaml_flow(o['kernel'])}, "
+            f"context {yaml_flow(o['context'])}")

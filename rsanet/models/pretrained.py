@@ -1,8 +1,8 @@
-"""ImageNet initialisation of a TSN-ResNet from a torchvision ResNet checkpoint.
+"""ImageNet initialisation of a TSN model from a torchvision checkpoint of its backbone.
 
-``model.pretrained`` is a local file or ``torchvision``: torchvision's ``IMAGENET1K_V1`` weights of the
-model's ResNet (the standard ImageNet weights; ResNet-50's are the ones the authors' code loaded), fetched
-once into the torch hub cache (``$TORCH_HOME/hub/checkpoints``, by default ``~/.cache/torch/hub``) with a
+``model.pretrained`` is a local file or ``torchvision``: the torchvision weights its backbone names
+(``WEIGHTS`` in :data:`rsanet.backbones.BACKBONES`; ``IMAGENET1K_V1`` for the ResNet family, and ResNet-50's are
+the ones the authors' code loaded), found through torchvision's weights API and fetched once into the torch hub cache (``$TORCH_HOME/hub/checkpoints``, by default ``~/.cache/torch/hub``) with a
 progress bar and torch.hub's SHA-256 prefix check, and read from there afterwards; offline, a filled cache
 just works, and an empty one is an error that names the file to put where.
 
@@ -32,12 +32,12 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from rsanet.backbones import BACKBONES, backbone
+
 log = logging.getLogger(__name__)
 
 _MAX_LISTED = 20  # keys named in one error message before "... and N more"
-TORCHVISION = "torchvision"  # model.pretrained value: torchvision's IMAGENET1K_V1 weights of model.arch
-_TV_WEIGHTS = {"resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights", "resnet50": "ResNet50_Weights",
-               "resnet101": "ResNet101_Weights"}  # model.arch -> torchvision weights enum
+TORCHVISION = "torchvision"  # model.pretrained value: the torchvision weights of model.arch (its WEIGHTS)
 
 
 @dataclass
@@ -63,13 +63,15 @@ class PretrainedUnavailableError(FileNotFoundError):
 
 
 def torchvision_weights(arch: str) -> tuple[str, Path]:
-    """(URL, cache file) of torchvision's ``IMAGENET1K_V1`` weights for ``arch`` (e.g. ``resnet50``)."""
+    """(URL, cache file) of the torchvision weights of backbone ``arch`` (e.g. ``resnet50``: IMAGENET1K_V1)."""
     from torchvision.models import get_weight
 
-    if arch not in _TV_WEIGHTS:
+    weights = getattr(backbone(arch), "WEIGHTS", None)
+    if not weights:
+        with_weights = [name for name, entry in BACKBONES.items() if getattr(entry, "WEIGHTS", None)]
         raise ValueError(f"model.pretrained=torchvision: no torchvision ImageNet weights for {arch}; "
-                         f"model.arch must be one of {sorted(_TV_WEIGHTS)}")
-    url = get_weight(f"{_TV_WEIGHTS[arch]}.IMAGENET1K_V1").url
+                         f"model.arch must be one of {', '.join(with_weights)}, or model.pretrained a file")
+    url = get_weight(weights).url
     return url, Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
 
 
@@ -176,21 +178,27 @@ def _not_a_checkpoint(path: Path, error: Exception) -> str:
             "torchvision ResNet state dict (.pth), or torchvision to fetch one")
 
 
-def describe_resnet(keys) -> str:
-    """A guess at the ResNet a state dict belongs to, e.g. 'resnet18-like (basic blocks [2, 2, 2, 2])'."""
+def describe_resnet(state) -> str:
+    """A guess at the ResNet a state dict (or its keys) belongs to, e.g. 'resnet18-like (basic blocks
+    [2, 2, 2, 2])'; with the tensors, ResNeXt and Wide ResNet are told apart by their grouped 3x3 convs."""
     blocks = [0, 0, 0, 0]
     bottleneck = False
-    for k in keys:
+    for k in state:
         m = re.match(r"layer([1-4])\.(\d+)\.(conv\d)\.", k)
         if m:
             stage, idx = int(m.group(1)) - 1, int(m.group(2))
             blocks[stage] = max(blocks[stage], idx + 1)
             bottleneck |= m.group(3) == "conv3"
+    groups, per_group = 1, 64
+    conv2, stem = (state.get(k) for k in ("layer1.0.conv2.weight", "conv1.weight")) if isinstance(state, dict) \
+        else (None, None)
+    if bottleneck and getattr(conv2, "dim", lambda: 0)() == 4 and getattr(stem, "dim", lambda: 0)() == 4:
+        groups = conv2.shape[0] // conv2.shape[1]  # (width, width / groups, 3, 3)
+        per_group = conv2.shape[1] * 64 // stem.shape[0]  # channels per group at a 64-channel stem
     kind = "bottleneck" if bottleneck else "basic"
-    names = {("basic", (2, 2, 2, 2)): "resnet18", ("basic", (3, 4, 6, 3)): "resnet34",
-             ("bottleneck", (3, 4, 6, 3)): "resnet50", ("bottleneck", (3, 4, 23, 3)): "resnet101",
-             ("bottleneck", (3, 8, 36, 3)): "resnet152"}
-    name = names.get((kind, tuple(blocks)), "an unknown ResNet")
+    name = next((n for n, e in BACKBONES.items() if list(getattr(e, "DEPTHS", [])) == blocks
+                 and getattr(e, "bottleneck", None) == bottleneck
+                 and (not bottleneck or (e.groups, e.width_per_group) == (groups, per_group))), "an unknown ResNet")
     return f"{name} ({kind} blocks {blocks})"
 
 
@@ -217,18 +225,19 @@ def _transform_block(key: str, blocks: set[str]) -> str | None:
 
 
 def load_pretrained(model: nn.Module, path: str | os.PathLike, transform_block_init: str = "msra") -> PretrainedReport:
-    """Copy the torchvision ResNet weights at ``path`` (or, for ``"torchvision"``, the cached IMAGENET1K_V1
-    weights of the model's depth) into ``model`` (a :class:`TSNResNet`), strictly.
+    """Copy the torchvision weights at ``path`` (or, for ``"torchvision"``, the cached weights of the model's
+    backbone) into ``model``, strictly.
 
-    Skipped (and reported): ``fc`` and the convs listed in ``model.replaced``. They keep their own init.
+    ``model`` is a :class:`rsanet.models.TSN`. Skipped (and reported): ``fc`` and the convs listed in
+    ``model.replaced``. They keep their own init.
     With ``transform_block_init="msra"`` the other layers of the blocks holding those convs keep their own
     init too (reported as ``reinitialized``); with ``"pretrained"`` they are loaded.
     """
     if transform_block_init not in ("msra", "pretrained"):
         raise ValueError(f"transform_block_init must be 'msra' or 'pretrained', got {transform_block_init!r}")
     own = model.state_dict()
-    if str(path) == TORCHVISION:  # the IMAGENET1K_V1 weights of the model's own depth
-        path = fetch_torchvision_weights(describe_resnet(own).split(" (")[0])
+    if str(path) == TORCHVISION:  # the weights of the model's own backbone
+        path = fetch_torchvision_weights(model.arch)
     ckpt = read_state_dict(path)
     stem, own_stem = ckpt.get("conv1.weight"), own.get("conv1.weight")
     if stem is not None and own_stem is not None and stem.dim() == 4 and stem.shape[0] != own_stem.shape[0]:

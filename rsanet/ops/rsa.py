@@ -20,38 +20,22 @@ keeps only the normalized q, k, v and, in the default memory mode, the outputs o
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Iterable, Literal, Optional, Sequence
 
 import torch
 import torch.nn as nn
 
 from rsanet.ops.channelwise_conv import STRATEGIES, resolve_strategy
+from rsanet.ops.checks import check_channels_stride, parse_terms, positive_int, terms_problem, window_problem
 from rsanet.ops.rsa_core import MEMORY_MODES, rsa_core
+from rsanet.ops.rsa_full import rsa_undecomposed
 from rsanet.ops.rsa_qkv import project, split_normalized
 from rsanet.ops.window import check_kernel_size, spatial_downsample
 
-__all__ = ["RSA", "parse_terms"]
+__all__ = ["RSA", "Options", "check", "build", "init_weights"]
 
 _NORMS = ("l2", "none", "batchnorm")
-
-
-def parse_terms(value: str | Iterable[str], allowed: Sequence[str], name: str) -> tuple[str, ...]:
-    """A non-empty subset of ``allowed`` given as one name or an iterable of names, in canonical order."""
-    names = (value,) if isinstance(value, str) else tuple(value)
-    unknown = [v for v in names if v not in allowed]
-    if unknown:
-        raise ValueError(f"{name}: unknown term {unknown[0]!r}; choose from {list(allowed)}")
-    if not names:
-        raise ValueError(f"{name} must name at least one of {list(allowed)}, got {value!r}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"{name} lists a term twice: {value!r}")
-    return tuple(a for a in allowed if a in names)
-
-
-def _positive_int(value, name: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 def _accumulation_dtype(t: torch.Tensor) -> torch.dtype:
@@ -80,6 +64,9 @@ class RSA(nn.Module):
             backward (less memory, more time; see :mod:`rsanet.ops.rsa_core` and README "Performance").
         window_conv: strategy of the window convolutions, see :mod:`rsanet.ops.channelwise_conv` (no effect
             on the numbers).
+        decompose: True (default) factors H = H1 H2^T and P = H2 P1 (Sec. 4.2); False keeps H (M*G x M) and
+            P (M x C_Q) whole (Table 4b's row "D = -", :mod:`rsanet.ops.rsa_full`): D is then M, H2 = I is not
+            stored, and ``memory``/``window_conv`` strategies of the decomposed core do not apply.
 
     Parameters (the paper's parameterization; nothing else is learnable except BatchNorm affines when
     norm="batchnorm"): ``query``/``key``/``value`` 1x1x1 convs without bias (C_in -> L*C_Q, C_Q, C_Q; no
@@ -90,7 +77,7 @@ class RSA(nn.Module):
     when the context is basic and relational (the context is then V I + V V^T G).
 
     Initialisation (:meth:`reset_parameters`): a layer built on its own starts ``"variance_preserving"``;
-    a model built from a config re-initialises it by ``model.transform.rsa_init``, whose default,
+    a model built from a config re-initialises it by ``model.transform.rsa.init``, whose default,
     ``"authors"``, is what the authors' code gives. The method's doc gives both schemes.
 
     Kernel taps (for visualisation, via forward hooks): ``tap_basic_kernel`` sees u_V = q P1^T and
@@ -102,11 +89,10 @@ class RSA(nn.Module):
                  queries: int = 8, latent_dim: int | None = None, groups: int | None = None,
                  kernel: str | Iterable[str] = ("basic", "relational"),
                  context: str | Iterable[str] = ("basic", "relational"), norm: str = "l2", stride: int = 1,
-                 l2_eps: float = 0.0, memory: str = "save", window_conv: str = "auto"):
+                 l2_eps: float = 0.0, memory: str = "save", window_conv: str = "auto", decompose: bool = True):
         super().__init__()
-        self.in_channels = _positive_int(in_channels, "in_channels")
-        self.out_channels = _positive_int(out_channels, "out_channels")
-        self.queries = _positive_int(queries, "queries")
+        self.in_channels, self.out_channels, self.stride = check_channels_stride(in_channels, out_channels, stride)
+        self.queries = positive_int(queries, "queries")
         if out_channels % queries:
             raise ValueError(f"out_channels ({out_channels}) must be divisible by queries ({queries})")
         self.kernel_size = check_kernel_size(kernel_size)
@@ -118,7 +104,6 @@ class RSA(nn.Module):
         if not l2_eps >= 0:
             raise ValueError(f"l2_eps must be >= 0, got {l2_eps!r}")
         self.l2_eps = float(l2_eps)
-        self.stride = _positive_int(stride, "stride")
         if memory not in MEMORY_MODES:
             raise ValueError(f"memory must be one of {list(MEMORY_MODES)}, got {memory!r}")
         if window_conv not in STRATEGIES:
@@ -126,12 +111,19 @@ class RSA(nn.Module):
         self.memory, self.window_conv = memory, window_conv
         cq = out_channels // queries
         self.head_dim = cq
-        self.latent_dim = cq if latent_dim in (None, 0) else _positive_int(latent_dim, "latent_dim")
-        self.groups = cq if groups in (None, 0) else _positive_int(groups, "groups")
+        self.window = math.prod(self.kernel_size)
+        self.decompose = bool(decompose)
+        if not self.decompose and latent_dim not in (None, 0, self.window):
+            raise ValueError(f"decompose=False keeps H (M*G x M) whole: the latent width is M = {self.window}, "
+                             f"got latent_dim={latent_dim!r}")
+        if not self.decompose:
+            self.latent_dim = self.window  # H = H1 H2^T with H2 = I (not stored)
+        else:
+            self.latent_dim = cq if latent_dim in (None, 0) else positive_int(latent_dim, "latent_dim")
+        self.groups = cq if groups in (None, 0) else positive_int(groups, "groups")
         if cq % self.groups:
             raise ValueError(f"groups ({self.groups}) must divide the query width C_Q = "
                              f"out_channels / queries = {cq}")
-        self.window = math.prod(self.kernel_size)
         self._build_parameters()
         self.reset_parameters()
 
@@ -150,7 +142,7 @@ class RSA(nn.Module):
             self.norm_k = nn.BatchNorm3d(cq) if relational_kernel else None
         self.P1 = nn.Parameter(torch.empty(d, cq)) if self.has("kernel", "basic") else None
         self.H1 = nn.Parameter(torch.empty(m, g, d)) if self.has("kernel", "relational") else None
-        self.H2 = nn.Parameter(torch.empty(m, d))
+        self.H2 = nn.Parameter(torch.empty(m, d)) if self.decompose else None  # undecomposed: H2 = I
         self.G = nn.Parameter(torch.empty(m, cq)) if self.has("context", "relational") else None
         self.I = nn.Parameter(torch.empty(cq, cq)) if len(self.context_terms) == 2 else None
         self.tap_basic_kernel = nn.Identity()
@@ -207,7 +199,8 @@ class RSA(nn.Module):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, queries={self.queries}, "
                 f"latent_dim={self.latent_dim}, groups={self.groups}, kernel={self.kernel_terms}, "
                 f"context={self.context_terms}, norm={self.norm!r}, stride={self.stride}, memory={self.memory!r}, "
-                f"window_conv={self.window_conv!r}" + (f", l2_eps={self.l2_eps:g}" if self.l2_eps else ""))
+                f"window_conv={self.window_conv!r}" + (f", l2_eps={self.l2_eps:g}" if self.l2_eps else "")
+                + ("" if self.decompose else ", decompose=False"))
 
     # ----------------------------------------------------------------------------------------------
     # Helpers shared with the paper transcription and the visualisation
@@ -223,6 +216,8 @@ class RSA(nn.Module):
         the result drops that dimension and appends the window, e.g. (B, L, T, H, W, t, h, w).
         """
         u = u.movedim(dim, -1)  # (..., D)
+        if self.H2 is None:  # undecomposed: the latent kernel is the kernel over the window (D = M, H2 = I)
+            return u.reshape(*u.shape[:-1], *self.kernel_size)  # (..., M) -> (..., t, h, w)
         kappa = torch.einsum("...d,md->...m", u, self.H2.to(u.dtype))  # (..., D) x (M, D) -> (..., M)
         return kappa.reshape(*kappa.shape[:-1], *self.kernel_size)  # (..., M) -> (..., t, h, w)
 
@@ -244,7 +239,11 @@ class RSA(nn.Module):
                        for tap in (self.tap_basic_kernel, self.tap_relational_kernel))
         taps = (self.tap_basic_kernel, self.tap_relational_kernel) if observed else None
         with torch.autocast(device_type, enabled=False):
-            y = rsa_core(q, k, v, *factors, self.kernel_size, self.window_conv, self.memory, taps)
+            if self.H2 is None:
+                p1, h1, _, g, i = factors
+                y = rsa_undecomposed(q, k, v, p1, h1, g, i, self.kernel_size, self.window_conv, taps)
+            else:
+                y = rsa_core(q, k, v, *factors, self.kernel_size, self.window_conv, self.memory, taps)
         # (B, N, L, C_Q) -> (B, T, H, W, C_out) -> (B, C_out, T, H, W): a channels-last view, no copy
         y = y.reshape(b, t, h, w, -1).permute(0, 4, 1, 2, 3).to(out_dtype)
         return spatial_downsample(y, self.stride)
@@ -281,3 +280,71 @@ class RSA(nn.Module):
 def _layout_for(strategy: str) -> str:
     """The clip layout a window-conv strategy reads without a copy."""
     return "positions" if strategy == "channels_last" else "channels"
+
+
+# ------------------------------------------------------------------------------------------------
+# The table entry ``rsa`` (rsanet.ops.TRANSFORMS): its config section and builder.
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class Options:
+    """``model.transform.rsa``: the RSA layer (defaults: RSANet-R50, the paper's Sec. 5.1 and Table 4)."""
+
+    kernel_size: list[int] = field(default_factory=lambda: [5, 7, 7])  # M = t x h x w window (paper: 5x7x7)
+    queries: int = 8  # L, number of queries (multi-query, Sec. 4.2); C_Q = C / L
+    latent_dim: int = 0  # D, latent dim of H = H1 H2^T; 0 means C_Q / latent_divisor (paper: D = C_Q)
+    latent_divisor: int = 1  # with latent_dim 0, D = C_Q / latent_divisor in every layer (Table 4b "C_Q/2": 2); ours
+    decompose: bool = True  # false: H (M*G x M) and P (M x C_Q) kept whole, not H1 H2^T and H2 P1 (Table 4b "D = -")
+    groups: int = 0  # G of the query-key correlation; 0 means C_Q (Hadamard product), 1 a dot product
+    kernel: list[Literal["basic", "relational"]] = field(default_factory=lambda: ["basic", "relational"])  # kernels (Table 4a)
+    context: list[Literal["basic", "relational"]] = field(default_factory=lambda: ["basic", "relational"])  # contexts (Table 4a)
+    norm: Literal["l2", "none", "batchnorm"] = "l2"  # normalization of q, k and v (Table 6c)
+    l2_eps: float = 0.0  # L2 norm: 0 divides by max(|x|, 1e-12) (ours); > 0 by sqrt(|x|^2 + l2_eps) (the authors' code: 1e-6)
+    memory: Literal["save", "recompute"] = "save"  # same numbers either way (our choice, README "Performance"): what backward keeps, save = q, k, v and the key window conv (RSANet-R50 1.11x TSN's activations), recompute = q, k, v only (1.04x, re-runs both window convs)
+    window_conv: Literal["auto", "native", "channels_last", "batched"] = "auto"  # same numbers (our choice, rsanet/ops/channelwise_conv.py): window-conv kernels; auto = batched/channels_last (oneDNN) on CPU, channels_last (cuDNN) on CUDA, native for float64
+    # init: "authors" = the authors' code (ops/ResNet.py re-inits every Conv3d of the layer with kaiming normal
+    # fan_out of their shapes; ops/rsa.py draws P1 = randn*sqrt(1/(M*D))); "variance_preserving" = ours
+    # (RSA.reset_parameters gives both)
+    init: Literal["authors", "variance_preserving"] = "authors"  # init of the RSA factors (authors' code)
+
+
+def check(options: Options, key: str) -> Optional[str]:
+    """What is wrong with the ``model.transform.rsa`` keys (``key`` is that prefix), or None."""
+    o = options
+    problem = window_problem(o.kernel_size, f"{key}.kernel_size")
+    problem = problem or terms_problem(o.kernel, f"{key}.kernel", ("basic", "relational"))
+    problem = problem or terms_problem(o.context, f"{key}.context", ("basic", "relational"))
+    if problem:
+        return problem
+    if o.queries < 1 or o.latent_dim < 0 or o.groups < 0 or o.latent_divisor < 1:
+        return (f"`{key}.queries` and `{key}.latent_divisor` must be positive, `{key}.latent_dim` and `{key}.groups` "
+                f">= 0 (0 means C_Q), got {o.queries}, {o.latent_divisor}, {o.latent_dim}, {o.groups}")
+    if o.l2_eps < 0:
+        return f"`{key}.l2_eps` must be >= 0, got {o.l2_eps}"
+    if o.latent_dim and o.latent_divisor != 1:
+        return f"`{key}.latent_divisor` applies when `{key}.latent_dim` is 0 (D = C_Q / divisor); set one of them"
+    if not o.decompose and (o.latent_dim or o.latent_divisor != 1):
+        return (f"`{key}.decompose: false` keeps H whole, so there is no latent dim D to choose: leave "
+                f"`{key}.latent_dim` 0 and `{key}.latent_divisor` 1")
+    return None
+
+
+def build(options: Options, in_channels: int, out_channels: int, stride: int = 1) -> RSA:
+    """The RSA layer of ``model.transform.rsa`` between ``in_channels`` and ``out_channels``."""
+    o = options
+    latent = o.latent_dim or None
+    if o.decompose and not latent and o.latent_divisor != 1:
+        cq = out_channels // o.queries
+        if cq % o.latent_divisor:
+            raise ValueError(f"model.transform.rsa.latent_divisor={o.latent_divisor} does not divide C_Q = {cq} "
+                             f"(a layer of {out_channels} channels with {o.queries} queries)")
+        latent = cq // o.latent_divisor
+    return RSA(in_channels, out_channels, kernel_size=tuple(o.kernel_size), queries=o.queries, latent_dim=latent,
+               groups=o.groups or None, kernel=tuple(o.kernel), context=tuple(o.context), norm=o.norm,
+               stride=stride, l2_eps=o.l2_eps, memory=o.memory, window_conv=o.window_conv, decompose=o.decompose)
+
+
+def init_weights(options: Options, module: RSA) -> None:
+    """``model.transform.rsa.init``, applied once the network is initialised (a layer is built
+    variance-preserving; re-drawing only when the scheme differs keeps earlier networks bit-identical)."""
+    if options.init != "variance_preserving":
+        module.reset_parameters(options.init)

@@ -36,6 +36,9 @@ def paper_eq12(module: RSA, x: torch.Tensor) -> torch.Tensor:
     """Fig. 5 ``Eq_12`` with the parameters of ``module``: (B, C_in, T, H, W) -> (B, C_out, T, H/s, W/s)."""
     if not isinstance(module, RSA):
         raise TypeError(f"paper_eq12 needs an RSA module, got {type(module).__name__}")
+    if module.H2 is None:
+        raise ValueError("paper_eq12 transcribes the decomposed layer (Fig. 5); an RSA with decompose=False has no H2 "
+                         "(rsanet.ops.rsa_reference evaluates it)")
     b, _, t, h, w = x.shape
     n, L, c, d, ks = t * h * w, module.queries, module.head_dim, module.latent_dim, module.kernel_size
     query, key, value = _qkv(module, x)

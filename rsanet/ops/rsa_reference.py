@@ -53,14 +53,17 @@ def _kernel(module: RSA, q: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     m, g = module.window, module.groups
     kappa = torch.zeros(b, n, L, m, dtype=q.dtype, device=q.device)
     if module.has("kernel", "basic"):
-        p = module.H2 @ module.P1  # P = H2 P1, (M, D) @ (D, C_Q) -> (M, C_Q)
+        # P = H2 P1, (M, D) @ (D, C_Q) -> (M, C_Q); undecomposed (H2 = I), P1 is P
+        p = module.P1 if module.H2 is None else module.H2 @ module.P1
         kappa = kappa + torch.einsum("bnlc,mc->bnlm", q, p)  # kappa^V = q P^T, (B, N, L, M)
     if module.has("kernel", "relational"):
         # Hadamard product of the query with every key (Eq. 6): (B, N, L, M, C_Q)
         hadamard = q[:, :, :, None, :] * keys[:, :, None, :, :]
         # sum within each of the G channel groups: (B, N, L, M, G, C_Q/G) -> (B, N, L, M, G)
         corr = hadamard.reshape(b, n, L, m, g, cq // g).sum(-1)
-        h = module.H1.reshape(m * g, -1) @ module.H2.t()  # H = H1 H2^T, (M*G, D) @ (D, M) -> (M*G, M)
+        h = module.H1.reshape(m * g, -1)  # (M, G, D) -> (M*G, D): H itself when undecomposed (D = M, H2 = I)
+        if module.H2 is not None:
+            h = h @ module.H2.t()  # H = H1 H2^T, (M*G, D) @ (D, M) -> (M*G, M)
         # vec(corr) H (Eqs. 5, 6): (B, N, L, M, G) -> (B, N, L, M*G), then @ (M*G, M) -> (B, N, L, M)
         kappa = kappa + corr.reshape(b, n, L, m * g) @ h
     return kappa

@@ -13,15 +13,16 @@ self-attention; this is a baseline, not an optimized operator.
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Iterable, Literal, Optional, Sequence
 
 import torch
 import torch.nn as nn
 
-from rsanet.ops.rsa import _positive_int, parse_terms
+from rsanet.ops.checks import check_channels_stride, parse_terms, positive_int, terms_problem, window_problem
 from rsanet.ops.window import check_kernel_size, spatial_downsample, unfold_window, window_valid_mask
 
-__all__ = ["LocalSelfAttention"]
+__all__ = ["LocalSelfAttention", "Options", "check", "build"]
 
 
 class LocalSelfAttention(nn.Module):
@@ -40,9 +41,8 @@ class LocalSelfAttention(nn.Module):
                  queries: int = 8, attention: str | Iterable[str] = ("content", "position"), softmax: bool = True,
                  stride: int = 1):
         super().__init__()
-        self.in_channels = _positive_int(in_channels, "in_channels")
-        self.out_channels = _positive_int(out_channels, "out_channels")
-        self.queries = _positive_int(queries, "queries")
+        self.in_channels, self.out_channels, self.stride = check_channels_stride(in_channels, out_channels, stride)
+        self.queries = positive_int(queries, "queries")
         if out_channels % queries:
             raise ValueError(f"out_channels ({out_channels}) must be divisible by queries ({queries})")
         self.kernel_size = check_kernel_size(kernel_size)
@@ -51,7 +51,6 @@ class LocalSelfAttention(nn.Module):
         if not self.softmax and self.attention != ("position",):
             raise ValueError(f"softmax=False is the plain kernel q P^T and needs attention=('position',), "
                              f"got attention={self.attention}")
-        self.stride = _positive_int(stride, "stride")
         self.head_dim = cq = out_channels // queries
         m = self.kernel_size[0] * self.kernel_size[1] * self.kernel_size[2]
         self.query = nn.Conv3d(in_channels, queries * cq, 1, bias=False)
@@ -99,3 +98,38 @@ class LocalSelfAttention(nn.Module):
         y = torch.einsum("blmn,bcnm->blcn", attn, values)  # (B, L, C_Q, N)
         y = y.reshape(b, L * cq, t, h, w)  # (B, L, C_Q, N) -> (B, C_out, T, H, W)
         return spatial_downsample(y, self.stride)
+
+
+# ------------------------------------------------------------------------------------------------
+# The table entry ``self_attention`` (rsanet.ops.TRANSFORMS): its config section and builder.
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class Options:
+    """``model.transform.self_attention``: local self-attention over the RSA window (Table 2 rows 4-7)."""
+
+    kernel_size: list[int] = field(default_factory=lambda: [5, 7, 7])  # M = t x h x w window (Table 2: 5x7x7)
+    queries: int = 8  # L, number of queries (heads), as RSA's
+    attention: list[Literal["content", "position"]] = field(default_factory=lambda: ["content", "position"])  # terms: qk^T and/or qP^T
+    softmax: bool = True  # apply the softmax over the window (False: the plain kernel qP^T, needs attention [position])
+
+
+def check(options: Options, key: str) -> Optional[str]:
+    """What is wrong with the ``model.transform.self_attention`` keys, or None."""
+    o = options
+    problem = window_problem(o.kernel_size, f"{key}.kernel_size")
+    problem = problem or terms_problem(o.attention, f"{key}.attention", ("content", "position"))
+    if problem:
+        return problem
+    if o.queries < 1:
+        return f"`{key}.queries` must be positive, got {o.queries}"
+    if not o.softmax and sorted(o.attention) != ["position"]:
+        return (f"`{key}.softmax: false` is the plain kernel q P^T and needs `{key}.attention: [position]`, "
+                f"got {o.attention}")
+    return None
+
+
+def build(options: Options, in_channels: int, out_channels: int, stride: int = 1) -> LocalSelfAttention:
+    """The self-attention layer of ``model.transform.self_attention``."""
+    o = options
+    return LocalSelfAttention(in_channels, out_channels, kernel_size=tuple(o.kernel_size), queries=o.queries,
+                              attention=tuple(o.attention), softmax=o.softmax, stride=stride)

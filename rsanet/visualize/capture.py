@@ -1,6 +1,8 @@
 """Dynamic kernels of one layer at one query position, read with forward hooks on the layer's kernel taps.
 
-Nothing is recomputed here: the tensors are what the layer itself computes in its forward pass.
+Nothing is recomputed here: the tensors are what the layer itself computes in its forward pass. Any layer with
+kernel taps can be drawn (a tap is an ``nn.Identity`` submodule named in :data:`KERNEL_KINDS`, through which the
+layer passes its kernel; a latent kernel also needs the layer's ``expand_kernel``); the built-in ones:
 
 * :class:`~rsanet.ops.RSA`: ``tap_basic_kernel`` and ``tap_relational_kernel`` see the latent kernels
   u_V = q P1^T and u_R = q (K (*) r(H1)), (B, L, D, T, H, W); the layer's own ``expand_kernel`` turns the
@@ -18,8 +20,6 @@ from typing import Optional, Sequence
 
 import torch
 from torch import nn
-
-from rsanet.ops import RSA, LocalSelfAttention
 
 __all__ = ["KERNEL_KINDS", "KernelCapture", "kernel_layers", "default_layer", "get_kernel_layer", "parse_query",
            "capture_kernels", "mirror_query", "kernel_changes"]
@@ -42,7 +42,7 @@ class KernelCapture:
 
 
 def _has_taps(module: nn.Module) -> bool:
-    return isinstance(module, (RSA, LocalSelfAttention))
+    return any(isinstance(getattr(module, tap, None), nn.Module) for tap in KERNEL_KINDS.values())
 
 
 def kernel_layers(model: nn.Module) -> list[str]:
@@ -51,13 +51,13 @@ def kernel_layers(model: nn.Module) -> list[str]:
 
 
 def default_layer(model: nn.Module) -> str:
-    """The first RSA layer, else the first self-attention layer."""
-    for kind in (RSA, LocalSelfAttention):
+    """The first layer with a latent kernel tap (an RSA layer), else the first with an attention tap."""
+    for taps in (("tap_basic_kernel", "tap_relational_kernel"), ("tap_attention",)):
         for name, m in model.named_modules():
-            if isinstance(m, kind):
+            if any(isinstance(getattr(m, tap, None), nn.Module) for tap in taps):
                 return name
-    raise ValueError("the model has no RSA or self-attention layer, so it has no dynamic kernel to draw "
-                     "(model.transform.type must be 'rsa' or 'self_attention')")
+    raise ValueError("the model has no layer with kernel taps, so it has no dynamic kernel to draw "
+                     "(model.transform.type must be one whose layers have them: rsa or self_attention)")
 
 
 def get_kernel_layer(model: nn.Module, name: str) -> nn.Module:
@@ -66,7 +66,7 @@ def get_kernel_layer(model: nn.Module, name: str) -> nn.Module:
     modules = dict(model.named_modules())
     if name not in modules or not _has_taps(modules[name]):
         what = ("no module" if name not in modules
-                else f"a {type(modules[name]).__name__}, not an RSA/self-attention layer")
+                else f"a {type(modules[name]).__name__}, not a layer with kernel taps")
         raise ValueError(f"--layer {name!r} is {what}; layers with kernels: {valid or 'none'}")
     return modules[name]
 
@@ -107,7 +107,7 @@ def _run_with_taps(model: nn.Module, layer: nn.Module, clip: torch.Tensor) -> di
         return hook
 
     handles = [getattr(layer, tap).register_forward_hook(keep(kind))
-               for kind, tap in KERNEL_KINDS.items() if hasattr(layer, tap)]
+               for kind, tap in KERNEL_KINDS.items() if isinstance(getattr(layer, tap, None), nn.Module)]
     was_training = model.training
     model.eval()
     try:

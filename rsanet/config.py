@@ -43,7 +43,8 @@ from rsanet.data.sets.synthetic import SyntheticConfig
 from rsanet.ops import TRANSFORMS, replaces
 
 __all__ = [
-    "Config", "ModelConfig", "TransformConfig", "transform_config", "DataConfig", "SyntheticConfig", "TrainConfig", "TestConfig",
+    "Config", "ModelConfig", "TransformConfig", "transform_config", "DataConfig", "SyntheticConfig", "TrainConfig",
+    "TestConfig",
     "RuntimeConfig", "ConfigError", "load_config", "dump_config", "config_to_dict", "config_from_dict",
     "parse_overrides", "validate", "read_yaml", "config_chain", "upgrade_config_dict", "RENAMED", "DERIVED",
 ]
@@ -125,9 +126,12 @@ class TransformConfig:
     :data:`rsanet.ops.TRANSFORMS` adds a section of its own options (``model.transform.rsa``,
     ``model.transform.self_attention``, ...; :func:`transform_config`)."""
 
-    type: str = "rsa"  # a name of rsanet.ops.TRANSFORMS: rsa, conv2d (TSN: nothing replaced), conv3d, conv2plus1d, self_attention
-    positions: list[list[int]] = field(default_factory=lambda: [[2], [1, 3], [1, 3, 5], [1]])  # shorthand: block ids per stage, from 0, whose 3x3 conv is replaced (RSANet-R50's 7)
-    replace: list[str] = field(default_factory=list)  # module names of the convs to replace, e.g. [layer1.2.conv2]; when not empty, used instead of positions (ours)
+    # a name of rsanet.ops.TRANSFORMS: rsa, conv2d (TSN: nothing replaced), conv3d, conv2plus1d, self_attention
+    type: str = "rsa"
+    # shorthand: block ids per stage, from 0, whose 3x3 conv is replaced (RSANet-R50's 7)
+    positions: list[list[int]] = field(default_factory=lambda: [[2], [1, 3], [1, 3, 5], [1]])
+    # module names of the convs to replace, e.g. [layer1.2.conv2]; when not empty, used instead of positions (ours)
+    replace: list[str] = field(default_factory=list)
 
 
 @functools.lru_cache(maxsize=None)
@@ -155,19 +159,26 @@ def transform_config(**values) -> TransformConfig:
 class ModelConfig:
     """A 2D backbone of rsanet.backbones.BACKBONES, spatio-temporal transforms in it, and the TSN head."""
 
-    arch: str = "resnet50"  # a name of rsanet.backbones.BACKBONES: resnet18/34/50/101/152, resnext50_32x4d, resnext101_32x8d, wide_resnet50_2, wide_resnet101_2
+    # a name of rsanet.backbones.BACKBONES: resnet18/34/50/101/152, resnext50_32x4d, resnext101_32x8d,
+    # wide_resnet50_2, wide_resnet101_2
+    arch: str = "resnet50"
     num_classes: int = 0  # classifier outputs; 0 = the dataset's class count (label file, official count); ours
     num_segments: int = 8  # frames per clip seen by the model (T)
     width: int = 64  # channels of the stem; 64 is the standard ResNet, smaller values make tiny models
     dropout: float = 0.3  # dropout before the classifier
     stochastic_depth: float = 0.2  # final drop rate of the residual branch, linear over blocks
-    pretrained: Optional[str] = None  # ImageNet init: torchvision (the backbone's IMAGENET1K_V1, torch hub cache) or a .pth path
-    init_from: Optional[str] = None  # fine-tune from a video checkpoint (ours or the authors' .pth.tar); fresh optimizer/schedule (our choice)
-    transform_block_init: Literal["msra", "pretrained"] = "msra"  # other layers of a block holding a transform: msra (paper) or copied from `pretrained`
+    # ImageNet init: torchvision (the backbone's IMAGENET1K_V1, torch hub cache) or a .pth path
+    pretrained: Optional[str] = None
+    # fine-tune from a video checkpoint (ours or the authors' .pth.tar); fresh optimizer/schedule (our choice)
+    init_from: Optional[str] = None
+    # other layers of a block holding a transform: msra (paper) or copied from `pretrained`
+    transform_block_init: Literal["msra", "pretrained"] = "msra"
     # classifier_init: "xavier_uniform" with bias 0 = the authors' code (ops/models.py, and main.py re-inits the
     # new fc with xavier_uniform_); "normal" = N(0, 0.001) with bias 0, TSN's choice (our earlier default)
     classifier_init: Literal["xavier_uniform", "normal"] = "xavier_uniform"  # init of the fc (authors' code)
-    checkpoint_rsa: bool = False  # activation checkpointing of the transforms (only the transform runs twice; BatchNorms never do): RSANet-R50 keeps 1.00x TSN's activations
+    # activation checkpointing of the transforms (only the transform runs twice; BatchNorms never do): RSANet-R50
+    # keeps 1.00x TSN's activations
+    checkpoint_rsa: bool = False
     transform: TransformConfig = field(default_factory=transform_config)  # the spatio-temporal transform
 
 
@@ -558,7 +569,8 @@ def _one_of(value: str, table: dict, key: str, fail) -> None:
     """``value`` must name an entry of ``table`` (a did-you-mean for a typo)."""
     if value not in table:
         close = difflib.get_close_matches(value, list(table), n=1, cutoff=0.5)
-        fail(f"`{key}` is {value!r}, expected one of {', '.join(table)}" + (f"; did you mean {close[0]!r}?" if close else ""))
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        fail(f"`{key}` is {value!r}, expected one of {', '.join(table)}{hint}")
 
 
 def _check_backbone(cfg: Config, fail) -> None:

@@ -24,7 +24,7 @@ CONSTRAINTS="$(mktemp)"; trap 'rm -f "$CONSTRAINTS"' EXIT
 echo "torch==${TORCH_VERSION}" > "$CONSTRAINTS"
 MODULES="torchvision decord numpy yaml tensorboard tqdm"
 REQS=(-r "$ROOT/requirements.txt")
-if [[ "${RSANET_EXTRAS:-}" == *dev* ]]; then MODULES="$MODULES pytest av onnx onnxscript onnxruntime matplotlib"; REQS+=(-r "$ROOT/requirements-dev.txt"); fi
+if [[ "${RSANET_EXTRAS:-}" == *dev* ]]; then MODULES="$MODULES pytest av onnx onnxscript onnxruntime matplotlib ruff"; REQS+=(-r "$ROOT/requirements-dev.txt"); fi
 if ! "$PY" -c "import importlib.util, sys; sys.exit(any(importlib.util.find_spec(m) is None for m in '$MODULES'.split()))"; then
   echo "[install] installing requirements (torch==${TORCH_VERSION} kept)"
   "${PIP[@]}" "${REQS[@]}" -c "$CONSTRAINTS"

@@ -8,8 +8,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rsanet.config import (Config, ConfigError, config_chain, config_from_dict, config_to_dict, dump_config,
-                           load_config, parse_overrides, upgrade_config_dict)
+from rsanet.config import (
+    ConfigError,
+    config_chain,
+    config_from_dict,
+    config_to_dict,
+    dump_config,
+    load_config,
+    parse_overrides,
+    upgrade_config_dict,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -150,10 +158,12 @@ def test_every_key_has_a_comment():
 
     for cls in (C.TransformConfig, C.ModelConfig, C.DataConfig, C.SyntheticConfig, C.TrainConfig, C.TestConfig,
                 C.RuntimeConfig, C.Config, *(entry.Options for entry in TRANSFORMS.values())):
+        above = ""
         for line in inspect.getsource(cls).splitlines():
             s = line.strip()
-            if ":" in s and "=" in s and not s.startswith(("#", '"', "def", "class")):
-                assert "#" in s, f"{cls.__name__}: key without a comment: {s}"
+            if ":" in s and "=" in s and not s.startswith(("#", '"', "def", "class")):  # on the line or just above
+                assert "#" in s or above.startswith("#"), f"{cls.__name__}: key without a comment: {s}"
+            above = s
     assert src
 
 

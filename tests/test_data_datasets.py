@@ -20,8 +20,15 @@ import torch
 import yaml
 
 from rsanet.config import load_config
-from rsanet.data import (BadDataError, DecodeTimeout, FrameFolderDecoder, VideoFileDecoder, VideoRecord, build_dataset,
-                         check_bad_fraction)
+from rsanet.data import (
+    BadDataError,
+    DecodeTimeout,
+    FrameFolderDecoder,
+    VideoFileDecoder,
+    VideoRecord,
+    build_dataset,
+    check_bad_fraction,
+)
 from rsanet.data.datasets import call_with_timeout
 from rsanet.testing.media import frame_index_of, index_frames, write_frame_folder, write_video
 

@@ -9,8 +9,14 @@ import torch
 from torch import nn
 
 from rsanet.config import load_config
-from rsanet.engine.optim import (EpochWarmupCosine, WarmupCosine, build_criterion, build_optimizer, build_scheduler,
-                                 param_groups)
+from rsanet.engine.optim import (
+    EpochWarmupCosine,
+    WarmupCosine,
+    build_criterion,
+    build_optimizer,
+    build_scheduler,
+    param_groups,
+)
 from rsanet.engine.run_state import RunState
 
 STEP = ["train.lr_schedule=step", "train.min_lr_ratio=0"]  # our per-step schedule, decaying to 0

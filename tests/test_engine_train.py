@@ -11,8 +11,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from rsanet.config import load_config
-from rsanet.engine import NonFiniteLossError, run_training
-from rsanet.engine import runner
+from rsanet.engine import NonFiniteLossError, run_training, runner
 
 
 class DictDataset(Dataset):

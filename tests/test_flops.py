@@ -33,7 +33,8 @@ PARAMS_ROWS = [
 ]
 # The rows whose FLOPs (G multiply-accumulates, 8 frames at 224^2) ours match within 2%: Tables 4b and 4c (not
 # 4b's "D = -", see test_table4b_without_decomposition).
-FLOPS_ROWS = ["table4b_latent_8", "table4b_latent_16", "table4b_latent_32", "table4b_latent_cq_half", "table4b_latent_cq",
+FLOPS_ROWS = ["table4b_latent_8", "table4b_latent_16", "table4b_latent_32", "table4b_latent_cq_half",
+              "table4b_latent_cq",
               "table4c_kernel_3x3x3", "table4c_kernel_3x5x5", "table4c_kernel_3x7x7", "table4c_kernel_3x9x9",
               "table4c_kernel_5x9x9"]
 

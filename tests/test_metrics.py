@@ -8,8 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rsanet.metrics import (average_views, compute_metrics, confusion_matrix, ensemble_scores, load_scores,
-                            mean_class_accuracy, save_scores, topk_accuracy)
+from rsanet.metrics import (
+    average_views,
+    compute_metrics,
+    confusion_matrix,
+    ensemble_scores,
+    load_scores,
+    mean_class_accuracy,
+    save_scores,
+    topk_accuracy,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,12 +12,16 @@ import pytest
 import torch
 import torchvision
 import yaml
+from test_tools_support import load_tool, tiny_config
 
 from rsanet.config import load_config
 from rsanet.models import PretrainedMismatchError, build_model
-from rsanet.models.pretrained import (PretrainedFileError, PretrainedUnavailableError, check_pretrained,
-                                      torchvision_weights)
-from test_tools_support import load_tool, tiny_config
+from rsanet.models.pretrained import (
+    PretrainedFileError,
+    PretrainedUnavailableError,
+    check_pretrained,
+    torchvision_weights,
+)
 
 R18_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"  # torchvision's ResNet18 IMAGENET1K_V1
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from test_tools_support import load_tool
 
 from rsanet.config import ConfigError, load_config
 from rsanet.data.sets import DATASETS
 from rsanet.testing.media import write_frame_folder
-from test_tools_support import load_tool
 
 # The whole dataset: its annotation format ("<id>|<class name>" lines), label file (one name per line), where
 # its samples live and what the config leaves to its files; every member of the protocol in rsanet/data/sets.
@@ -158,7 +158,9 @@ def slots(net):
 
 
 def check(mcfg):
-    return "`model.stochastic_depth` must be 0: the toy backbone has no residual branch" if mcfg.stochastic_depth else None
+    if mcfg.stochastic_depth:
+        return "`model.stochastic_depth` must be 0: the toy backbone has no residual branch"
+    return None
 
 
 def build(mcfg):
@@ -199,7 +201,8 @@ def test_a_toy_transform_and_backbone_in_one_file_each_train_through_the_train_t
     (tmp_path / "classes.txt").write_text("".join(f"{n}\n" for n in names))
     (tmp_path / "train.txt").write_text("".join(f"c{i}|{names[i % 2]}\n" for i in range(4)))
     config = {
-        "model": {"arch": "toy_net", "width": 8, "num_segments": 4, "num_classes": 2, "pretrained": None, "stochastic_depth": 0.0,
+        "model": {"arch": "toy_net", "width": 8, "num_segments": 4, "num_classes": 2, "pretrained": None,
+                  "stochastic_depth": 0.0,
                   "transform": {"type": "frame_difference", "replace": ["body.1"], "frame_difference": {"shift": 2}}},
         "data": {"dataset": "toy", "root": str(tmp_path / "clips"), "train_annotations": str(tmp_path / "train.txt"),
                  "val_annotations": None, "label_file": str(tmp_path / "classes.txt"), "resize": [32, 32],

@@ -9,16 +9,21 @@ import shlex
 
 import pytest
 import torch
-
 from authors_support import load_json, recipe_state
+from test_tools_support import load_tool
+
 from rsanet.config import config_to_dict, load_config
 from rsanet.engine.checkpoint import CheckpointError, load_checkpoint
 from rsanet.engine.weights import init_from_checkpoint, read_model_weights
 from rsanet.inference import load_model
 from rsanet.models import build_model
-from rsanet.models.official import (AuthorsFormatError, authors_checkpoint, authors_to_native, model_mismatches,
-                                    native_to_authors)
-from test_tools_support import load_tool
+from rsanet.models.official import (
+    AuthorsFormatError,
+    authors_checkpoint,
+    authors_to_native,
+    model_mismatches,
+    native_to_authors,
+)
 
 BASE = ["model.width=8", "model.num_segments=4", "model.pretrained=null", "model.transform.rsa.kernel_size=[3,3,3]",
         "model.transform.rsa.queries=2", "model.num_classes=10", "model.transform.rsa.l2_eps=1.0e-6"]
@@ -86,9 +91,9 @@ def test_their_layout_is_channel_major_and_3d():
     assert theirs[p + "layer1.2.conv2.H1.weight"].shape == (4 * 4, 1, 3, 3, 3)
     # our bn2 channel l*C_Q + c is their channel c*L + l (L = 2, C_Q = 4)
     ours_bn, their_bn = state["layer1.2.bn2.weight"], theirs[p + "layer1.2.bn2.weight"]
-    for l in range(2):
+    for q in range(2):
         for c in range(4):
-            assert their_bn[c * 2 + l] == ours_bn[l * 4 + c]
+            assert their_bn[c * 2 + q] == ours_bn[q * 4 + c]
     assert torch.equal(theirs[p + "layer1.1.bn2.weight"], state["layer1.1.bn2.weight"])  # no RSA there
 
 
@@ -246,7 +251,8 @@ def test_convert_tool_both_ways_on_the_full_model(tmp_path, capsys):
     assert tool.main([str(src), str(tmp_path / "ours.pth"), "--opts", "model.num_segments=16"]) == 0
     assert "T = model.num_segments = 16" in capsys.readouterr().out
     ours = load_checkpoint(tmp_path / "ours.pth", require_training_state=False)
-    assert ours["config"]["model"]["num_segments"] == 16 and ours["config"]["model"]["transform"]["rsa"]["l2_eps"] == 1e-6
+    model_cfg = ours["config"]["model"]
+    assert model_cfg["num_segments"] == 16 and model_cfg["transform"]["rsa"]["l2_eps"] == 1e-6
     assert ours["source"]["authors_best_prec1"] == 65.779 and len(ours["source"]["sha256"]) == 64
     from rsanet.inference import resolve_config
     cfg = resolve_config(None, tmp_path / "ours.pth")

@@ -10,13 +10,13 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from authors_support import FIXTURES, load_json, recipe_clip, recipe_state, relative_error
+from test_tools_support import ROOT
+
 from rsanet.config import config_from_dict, load_config
 from rsanet.models import build_model
 from rsanet.models.official import authors_to_native, head_major_permutation, rsa_from_authors, rsa_to_authors
 from rsanet.ops import RSA
-from test_tools_support import ROOT
 
 LAYERS = load_json("layers.json")
 MODEL = load_json("model.json")

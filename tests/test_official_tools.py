@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from test_tools_support import load_tool
 
 from rsanet.config import load_config
 from rsanet.data import build_dataset, normalize_clip
 from rsanet.models import build_model
 from rsanet.models.official import authors_checkpoint, native_to_authors
 from rsanet.testing.media import textured_frames, write_frame_folder, write_video
-from test_tools_support import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 SEGMENTS, SIZE = 4, 32

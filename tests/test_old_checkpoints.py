@@ -6,17 +6,18 @@ import copy
 
 import pytest
 import torch
+from test_tools_support import load_tool
 
 from rsanet.config import config_to_dict, load_config
 from rsanet.engine import run_training
 from rsanet.engine.checkpoint import load_checkpoint
 from rsanet.engine.weights import read_model_weights
 from rsanet.inference import resolve_config
-from test_tools_support import load_tool
 
 TINY = ["model.arch=resnet18", "model.width=8", "model.num_segments=4", "model.pretrained=null",
         "model.num_classes=2", "model.transform.positions=[[1],[],[],[]]", "model.transform.rsa.kernel_size=[3,3,3]",
-        "model.transform.rsa.queries=2", "data.dataset=synthetic", "data.synthetic.classes=2", "data.synthetic.frames=4",
+        "model.transform.rsa.queries=2", "data.dataset=synthetic", "data.synthetic.classes=2",
+        "data.synthetic.frames=4",
         "data.synthetic.resolution=[32,32]", "data.synthetic.train_size=8", "data.synthetic.val_size=4",
         "data.synthetic.seed=3", "data.resize=[32,32]", "data.crop_size=32", "data.num_workers=0",
         "train.batch_size=4", "train.epochs=2", "train.warmup_epochs=0", "test.batch_size=4",

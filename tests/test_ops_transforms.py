@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from rsanet.config import transform_config
-from rsanet.ops import (RSA, Conv2dTransform, Conv2Plus1dTransform, Conv3dTransform, LocalSelfAttention,
-                        build_transform)
+from rsanet.ops import RSA, Conv2dTransform, Conv2Plus1dTransform, Conv3dTransform, LocalSelfAttention, build_transform
 
 SA_VARIANTS = [  # Table 2 rows 4-7: sigma(qk + qP), sigma(qk), sigma(qP), qP
     (("content", "position"), True),

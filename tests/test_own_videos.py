@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_tools_support import load_tool, train_tiny
 
 from rsanet.config import load_config
 from rsanet.testing.media import textured_frames, write_frame_folder, write_video
-from test_tools_support import load_tool, train_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -91,8 +91,7 @@ def test_readme_quick_start_on_real_videos(tmp_path, monkeypatch, capsys, one_th
 
 
 def test_backend_set_against_the_entries_fails_at_start_up_with_the_fix(tmp_path, monkeypatch):
-    from rsanet.engine import run_training
-    from rsanet.engine import runner
+    from rsanet.engine import run_training, runner
     write_class_folders(tmp_path / "videos", clips=2)
     lst = tmp_path / "train.txt"
     lst.write_text("open/clip 0.mp4 8 1\nclose/clip 0.mp4 8 0\nopen/clip 1.mp4 8 1\nclose/clip 1.mp4 8 0\n")

@@ -16,9 +16,19 @@ import torch
 from rsanet.config import load_config
 from rsanet.data.records import VideoRecord
 from rsanet.data.sets import synthetic
-from rsanet.data.synthetic import (CLASS_NAMES, SyntheticDecoder, SyntheticSpec, class_motion, clip_states,
-                                   make_content, render_background, render_clip, render_frames, render_object,
-                                   video_label)
+from rsanet.data.synthetic import (
+    CLASS_NAMES,
+    SyntheticDecoder,
+    SyntheticSpec,
+    class_motion,
+    clip_states,
+    make_content,
+    render_background,
+    render_clip,
+    render_frames,
+    render_object,
+    video_label,
+)
 
 SPEC = SyntheticSpec(seed=3, frames=8, height=32, width=32, num_classes=8)
 

@@ -1,6 +1,6 @@
 """End-to-end learning on the synthetic motion benchmark with the real engine (``run_training``): on the
-two-class version (background moving left vs right: a camera pan), a tiny TSN-ResNet-18 with one RSA layer learns the motion,
-while the same network with 2D convolutions only (TSN) stays at chance, as the generator guarantees."""
+two-class version (background moving left vs right: a camera pan), a tiny TSN-ResNet-18 with one RSA layer learns the
+motion, while the same network with 2D convolutions only (TSN) stays at chance, as the generator guarantees."""
 import pytest
 import torch
 

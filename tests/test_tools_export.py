@@ -8,11 +8,11 @@ import json
 
 import pytest
 import torch
+from test_tools_support import CLASSES, SEGMENTS, SIZE, load_tool, train_tiny, write_motion_video
 
 from rsanet.config import load_config
 from rsanet.export import ExportDependencyError, export_model, sample_inputs, verify_export
 from rsanet.models import build_model
-from test_tools_support import CLASSES, SEGMENTS, SIZE, load_tool, train_tiny, write_motion_video
 
 
 @pytest.fixture(scope="module")

@@ -5,13 +5,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_tools_support import CLASSES, SEGMENTS, SIZE, load_tool, train_tiny, write_motion_frames, write_motion_video
 
 from rsanet.config import load_config
 from rsanet.data.synthetic import CLASS_NAMES
 from rsanet.inference import class_names
 from rsanet.models import build_model
-from test_tools_support import (CLASSES, SEGMENTS, SIZE, load_tool, train_tiny, write_motion_frames,
-                                write_motion_video)
 
 LINE = re.compile(r"^  (\d)\. (\d\.\d{4})  (.+)$")
 

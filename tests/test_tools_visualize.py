@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_tools_support import load_tool, train_tiny, write_motion_video
 
 from rsanet.config import load_config
 from rsanet.inference import load_clip, load_model
 from rsanet.visualize import Layout, capture_kernels, mirror_query, render_kernels
-from test_tools_support import load_tool, train_tiny, write_motion_video
 
 LAYER = "layer1.1.conv2"
 

@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from rsanet.config import load_config
-from rsanet.engine import NonFiniteLossError, run_test, run_training
-from rsanet.engine import runner
+from rsanet.engine import NonFiniteLossError, run_test, run_training, runner
 from rsanet.metrics import load_scores
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from rsanet.config import load_config
-from rsanet.engine import CheckpointError, run_training
-from rsanet.engine import runner
+from rsanet.engine import CheckpointError, run_training, runner
 from rsanet.engine.run_state import RunState
 from rsanet.testing.media import index_frames, write_frame_folder
 
@@ -20,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 TINY = [
     "model.arch=resnet18", "model.width=8", "model.num_segments=4", "model.pretrained=null",
-    "model.transform.positions=[[1],[],[],[]]", "model.transform.rsa.kernel_size=[3,3,3]", "model.transform.rsa.queries=2",
+    "model.transform.positions=[[1],[],[],[]]", "model.transform.rsa.kernel_size=[3,3,3]",
+    "model.transform.rsa.queries=2",
     "data.resize=[32,32]", "data.crop_size=32", "data.num_workers=0", "train.batch_size=4", "test.batch_size=4",
     "runtime.deterministic=true", "runtime.log_interval=1", "runtime.tensorboard=false", "runtime.progress=false",
     "runtime.checkpoint_interval=0",

@@ -260,7 +260,8 @@ def render_object(spec: SyntheticSpec, content: VideoContent) -> tuple[np.ndarra
     rho = np.sqrt(u * u + v * v)
     edge = radius * _harmonics(u, v, rho, content.shape)  # (1, H, W)
     alpha = np.clip(edge - rho + f32(0.5), 0.0, 1.0)[..., None]  # (1, H, W, 1) anti-aliased coverage
-    stripe = f32(0.5) + f32(0.5) * np.cos(u * (f32(2 * math.pi / content.shape[6]) / radius) + f32(content.stripe_phase))
+    frequency = f32(2 * math.pi / content.shape[6]) / radius
+    stripe = f32(0.5) + f32(0.5) * np.cos(u * frequency + f32(content.stripe_phase))
     col_a, col_b, col_spot = content.colors
     obj = col_b + stripe[..., None] * (col_a - col_b)  # (1, H, W, 3)
     su, sv, sr = (f32(x) for x in content.spot)

@@ -3,7 +3,7 @@
 ``run_training(cfg, work_dir, resume)`` and ``run_test(cfg, checkpoint, work_dir)`` compose the pieces;
 ``tools/train.py`` and ``tools/test.py`` are thin command-line entry points over them.
 """
-from rsanet.engine.checkpoint import (CheckpointError, find_resume_checkpoint, load_checkpoint, save_checkpoint)
+from rsanet.engine.checkpoint import CheckpointError, find_resume_checkpoint, load_checkpoint, save_checkpoint
 from rsanet.engine.evaluate import EvalResult, evaluate
 from rsanet.engine.loaders import build_eval_loader, build_train_loader
 from rsanet.engine.optim import WarmupCosine, build_criterion, build_optimizer, build_scheduler, param_groups

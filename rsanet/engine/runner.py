@@ -22,11 +22,25 @@ import torch
 from torch import nn
 
 from rsanet.config import Config, config_to_dict, dump_config
-from rsanet.dist import (DistContext, all_gather_object, barrier, broadcast_buffers, destroy_distributed,
-                         init_distributed)
-from rsanet.engine.checkpoint import (CHECKPOINT_FORMAT, CheckpointError, capture_rng_state, find_resume_checkpoint,
-                                      link_checkpoint, load_checkpoint, prune_epoch_checkpoints, restore_rng_state,
-                                      save_checkpoint)
+from rsanet.dist import (
+    DistContext,
+    all_gather_object,
+    barrier,
+    broadcast_buffers,
+    destroy_distributed,
+    init_distributed,
+)
+from rsanet.engine.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    capture_rng_state,
+    find_resume_checkpoint,
+    link_checkpoint,
+    load_checkpoint,
+    prune_epoch_checkpoints,
+    restore_rng_state,
+    save_checkpoint,
+)
 from rsanet.engine.evaluate import EvalResult, evaluate, format_metrics
 from rsanet.engine.loaders import build_eval_loader, build_train_loader
 from rsanet.engine.optim import build_criterion, build_optimizer, build_scheduler

@@ -22,8 +22,15 @@ from torch import nn
 
 from rsanet.config import ModelConfig
 from rsanet.engine.checkpoint import CheckpointError, load_checkpoint
-from rsanet.models.official import (AuthorsFormatError, authors_to_native, describe, format_overrides,
-                                    is_authors_state, model_mismatches, yaml_flow)
+from rsanet.models.official import (
+    AuthorsFormatError,
+    authors_to_native,
+    describe,
+    format_overrides,
+    is_authors_state,
+    model_mismatches,
+    yaml_flow,
+)
 from rsanet.runlog import get_logger
 
 __all__ = ["ModelWeights", "InitReport", "read_model_weights", "load_model_weights", "init_from_checkpoint"]

@@ -2,9 +2,10 @@
 
 ``model.pretrained`` is a local file or ``torchvision``: the torchvision weights its backbone names
 (``WEIGHTS`` in :data:`rsanet.backbones.BACKBONES`; ``IMAGENET1K_V1`` for the ResNet family, and ResNet-50's are
-the ones the authors' code loaded), found through torchvision's weights API and fetched once into the torch hub cache (``$TORCH_HOME/hub/checkpoints``, by default ``~/.cache/torch/hub``) with a
-progress bar and torch.hub's SHA-256 prefix check, and read from there afterwards; offline, a filled cache
-just works, and an empty one is an error that names the file to put where.
+the ones the authors' code loaded), found through torchvision's weights API and fetched once into the torch hub
+cache (``$TORCH_HOME/hub/checkpoints``, by default ``~/.cache/torch/hub``) with a progress bar and torch.hub's
+SHA-256 prefix check, and read from there afterwards; offline, a filled cache just works, and an empty one is
+an error that names the file to put where.
 
 Every tensor of the checkpoint is loaded, except the classifier (``fc``) and the 3x3 convs that a transform
 replaced; those are reported as skipped. Any other missing or unexpected key, or a shape mismatch, is an

@@ -295,12 +295,19 @@ class Options:
     latent_divisor: int = 1  # with latent_dim 0, D = C_Q / latent_divisor in every layer (Table 4b "C_Q/2": 2); ours
     decompose: bool = True  # false: H (M*G x M) and P (M x C_Q) kept whole, not H1 H2^T and H2 P1 (Table 4b "D = -")
     groups: int = 0  # G of the query-key correlation; 0 means C_Q (Hadamard product), 1 a dot product
-    kernel: list[Literal["basic", "relational"]] = field(default_factory=lambda: ["basic", "relational"])  # kernels (Table 4a)
-    context: list[Literal["basic", "relational"]] = field(default_factory=lambda: ["basic", "relational"])  # contexts (Table 4a)
+    # kernels (Table 4a)
+    kernel: list[Literal["basic", "relational"]] = field(default_factory=lambda: ["basic", "relational"])
+    # contexts (Table 4a)
+    context: list[Literal["basic", "relational"]] = field(default_factory=lambda: ["basic", "relational"])
     norm: Literal["l2", "none", "batchnorm"] = "l2"  # normalization of q, k and v (Table 6c)
-    l2_eps: float = 0.0  # L2 norm: 0 divides by max(|x|, 1e-12) (ours); > 0 by sqrt(|x|^2 + l2_eps) (the authors' code: 1e-6)
-    memory: Literal["save", "recompute"] = "save"  # same numbers either way (our choice, README "Performance"): what backward keeps, save = q, k, v and the key window conv (RSANet-R50 1.11x TSN's activations), recompute = q, k, v only (1.04x, re-runs both window convs)
-    window_conv: Literal["auto", "native", "channels_last", "batched"] = "auto"  # same numbers (our choice, rsanet/ops/channelwise_conv.py): window-conv kernels; auto = batched/channels_last (oneDNN) on CPU, channels_last (cuDNN) on CUDA, native for float64
+    # L2 norm: 0 divides by max(|x|, 1e-12) (ours); > 0 by sqrt(|x|^2 + l2_eps) (the authors' code: 1e-6)
+    l2_eps: float = 0.0
+    # what backward keeps; same numbers either way (our choice, README "Performance"): save = q, k, v and the key
+    # window conv (RSANet-R50 1.13x TSN's activations), recompute = q, k, v only (1.04x, re-runs both window convs)
+    memory: Literal["save", "recompute"] = "save"
+    # window-conv kernels; same numbers (our choice, rsanet/ops/channelwise_conv.py): auto = batched/channels_last
+    # (oneDNN) on CPU, channels_last (cuDNN) on CUDA, native for float64
+    window_conv: Literal["auto", "native", "channels_last", "batched"] = "auto"
     # init: "authors" = the authors' code (ops/ResNet.py re-inits every Conv3d of the layer with kaiming normal
     # fan_out of their shapes; ops/rsa.py draws P1 = randn*sqrt(1/(M*D))); "variance_preserving" = ours
     # (RSA.reset_parameters gives both)

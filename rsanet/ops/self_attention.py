@@ -109,7 +109,8 @@ class Options:
 
     kernel_size: list[int] = field(default_factory=lambda: [5, 7, 7])  # M = t x h x w window (Table 2: 5x7x7)
     queries: int = 8  # L, number of queries (heads), as RSA's
-    attention: list[Literal["content", "position"]] = field(default_factory=lambda: ["content", "position"])  # terms: qk^T and/or qP^T
+    # terms: qk^T and/or qP^T
+    attention: list[Literal["content", "position"]] = field(default_factory=lambda: ["content", "position"])
     softmax: bool = True  # apply the softmax over the window (False: the plain kernel qP^T, needs attention [position])
 
 

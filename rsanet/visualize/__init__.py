@@ -5,8 +5,17 @@ with forward hooks on the layer's kernel taps; :mod:`~rsanet.visualize.render` d
 input frames; :func:`visualize_video` does both for a video file or frame folder and writes the PNGs
 (``tools/visualize_kernels.py`` is its command line).
 """
-from rsanet.visualize.capture import (KERNEL_KINDS, KernelCapture, capture_kernels, default_layer, get_kernel_layer,
-                                      kernel_changes, kernel_layers, mirror_query, parse_query)
+from rsanet.visualize.capture import (
+                                      KERNEL_KINDS,
+                                      KernelCapture,
+                                      capture_kernels,
+                                      default_layer,
+                                      get_kernel_layer,
+                                      kernel_changes,
+                                      kernel_layers,
+                                      mirror_query,
+                                      parse_query,
+)
 from rsanet.visualize.render import Figure, HeatmapCell, Layout, diverging_colors, render_clip, render_kernels
 from rsanet.visualize.run import VisualizationResult, visualize_video
 

@@ -25,8 +25,7 @@ from torch import nn
 
 from rsanet.config import Config
 from rsanet.inference import load_clip
-from rsanet.visualize.capture import (KernelCapture, capture_kernels, default_layer, kernel_changes,
-                                      mirror_query)
+from rsanet.visualize.capture import KernelCapture, capture_kernels, default_layer, kernel_changes, mirror_query
 from rsanet.visualize.render import Layout, render_clip, render_kernels
 
 __all__ = ["VisualizationResult", "visualize_video"]

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from rsanet.data.sets.common import check, decoder, has_split, open_video, resolve  # noqa: F401  (protocol)
-from rsanet.data.sets.gym99 import (DROP_MISSING, VIDEO_EXT, class_names, read_classes,  # noqa: F401  (protocol)
-                                    read_records, records)
+from rsanet.data.sets.gym99 import (  # noqa: F401  (protocol)
+    DROP_MISSING,
+    VIDEO_EXT,
+    class_names,
+    read_classes,
+    read_records,
+    records,
+)
 
 
 def defaults(data) -> tuple[int, str]:

@@ -51,8 +51,8 @@ __all__ = [
 
 # Keys of older configs and checkpoints, and what they are now. Read as the new key (with a note when a user's
 # file or --opts writes them), so that old checkpoints, their stored configs and old config.yaml files load. A key
-# that several transforms now own is copied into each of their sections (model.transform.kernel_size was read by
-# whichever transform `type` chose, so every one of them gets it).
+# that several transforms now own goes to the section of the transform in effect (model.transform.kernel_size was
+# read by whichever transform `type` chose), or to the first section listed when that transform does not read it.
 _T = "model.transform."
 RENAMED: dict[str, tuple[str, ...]] = {
     "data.train_size": ("data.synthetic.train_size",), "data.val_size": ("data.synthetic.val_size",),
@@ -447,26 +447,25 @@ def _pop_dotted(data: dict, dotted: str) -> tuple[bool, Any]:
     return False, None
 
 
-def upgrade_config_dict(data: Any, source: str = "config", note=None) -> Any:
+def upgrade_config_dict(data: Any, source: str = "config", note=None, transform_type: str = "rsa") -> Any:
     """A copy of a nested config dict with the keys of older versions updated: :data:`RENAMED` keys moved to
-    their new place (or places), :data:`DERIVED` keys dropped. ``note(message)`` (e.g. a warning) is told about
-    each one; a key given under both its old and its new name with different values is a :class:`ConfigError`."""
+    their new place, :data:`DERIVED` keys dropped. A key that several transforms own goes to the section of
+    ``data``'s own ``model.transform.type``, else of ``transform_type`` (the type in effect), else to the first
+    section listed. ``note(message)`` (e.g. a warning) is told about each one; a key given under both its old and
+    its new name with different values is a :class:`ConfigError`."""
     if not isinstance(data, dict):
         return data
     data = copy.deepcopy(data)
+    _, own_type = _pop_dotted(copy.deepcopy(data), "model.transform.type")
+    section = f"{_T}{own_type or transform_type}."
     for old, targets in RENAMED.items():
         found, value = _pop_dotted(data, old)
         if not found:
             continue
-        for new in targets:
-            _put_dotted(data, new, copy.deepcopy(value), old, source)
-        if note is None:
-            continue
-        if len(targets) == 1:
-            note(f"{source}: `{old}` is now `{targets[0]}`; read as `{targets[0]}: {value!r}`")
-        else:
-            names = ", ".join(f"`{n}`" for n in targets)
-            note(f"{source}: `{old}` is now a key of each transform that reads it: {names}; each is read as {value!r}")
+        new = next((t for t in targets if t.startswith(section)), targets[0])
+        _put_dotted(data, new, value, old, source)
+        if note is not None:
+            note(f"{source}: `{old}` is now `{new}`; read as `{new}: {value!r}`")
     for key in DERIVED:
         found, value = _pop_dotted(data, key)
         if found and note is not None:
@@ -592,8 +591,15 @@ def _check_transform(cfg: Config, fail) -> None:
     problem = check(getattr(t, t.type), f"model.transform.{t.type}") if check is not None else None
     if problem:
         fail(problem)
+    unread = _inactive_setting(t)
+    if unread:
+        fail(f"`model.transform.{unread}` is set, but `model.transform.type` is {t.type}, which does not read it: "
+             f"remove it, or set `model.transform.type: {unread.split('.')[0]}`")
     if not replaces(t.type):
-        return  # conv2d: the backbone keeps its own convs; positions and replace are not read
+        if t.replace:
+            fail(f"`model.transform.replace` names convs, but {t.type} replaces none (the backbone keeps its own "
+                 "convs): remove it, or choose a transform")
+        return  # conv2d: the backbone keeps its own convs; positions are not read
     if t.replace:
         if not all(re.fullmatch(r"[A-Za-z_][\w]*(\.[\w]+)*", name) for name in t.replace) \
                 or len(set(t.replace)) != len(t.replace):
@@ -610,6 +616,56 @@ def _check_transform(cfg: Config, fail) -> None:
                      f"{depth} blocks there (0..{depth - 1})")
 
 
+def _inactive_setting(t) -> str | None:
+    """The first key (``section.key``) of another transform's section that differs from its default: a setting
+    the model would ignore."""
+    for name, entry in TRANSFORMS.items():
+        if name == t.type:
+            continue
+        options, default = getattr(t, name), entry.Options()
+        for f in dataclasses.fields(options):
+            if getattr(options, f.name) != getattr(default, f.name):
+                return f"{name}.{f.name}"
+    return None
+
+
+def _transform_sections(data: dict) -> dict:
+    """The transform option sections that a raw config dict sets: ``{name: {key: value}}``."""
+    model = data.get("model") if isinstance(data, dict) else None
+    transform = model.get("transform") if isinstance(model, dict) else None
+    if not isinstance(transform, dict):
+        return {}
+    return {name: value for name, value in transform.items() if name in TRANSFORMS and isinstance(value, dict)}
+
+
+def _sets_type(data: dict) -> bool:
+    model = data.get("model") if isinstance(data, dict) else None
+    transform = model.get("transform") if isinstance(model, dict) else None
+    return isinstance(transform, dict) and "type" in transform
+
+
+def _settle_transform_sections(cfg: Config, layers: list[tuple[str, dict]]) -> None:
+    """Refuse an option of another transform's section set (to another value than its default) by a layer (a
+    file of the chain, or --opts) that also chose, or comes after the one that chose, ``model.transform.type``:
+    the model would not read it.
+    Options inherited from before the type was chosen (an RSA config run with ``--opts
+    model.transform.type=conv3d``) are no one's mistake. Then every other section goes back to its defaults,
+    so that the resolved config holds only what the model reads."""
+    t = cfg.model.transform
+    chose = max((i for i, (_, data) in enumerate(layers) if _sets_type(data)), default=0)
+    for source, data in layers[chose:]:
+        for name, options in _transform_sections(data).items():
+            default = config_to_dict(TRANSFORMS[name].Options())
+            changed = [k for k, v in options.items() if name != t.type and default.get(k, v) != v]
+            if changed:  # (a section equal to the defaults, as a dumped config writes it, sets nothing)
+                key = f"model.transform.{name}.{changed[0]}"
+                raise ConfigError(f"{source}: `{key}` is set, but `model.transform.type` is {t.type}, which does not "
+                                  f"read it: remove it, or set `model.transform.type: {name}`")
+    for name, entry in TRANSFORMS.items():
+        if name != t.type:
+            setattr(t, name, entry.Options())
+
+
 # --------------------------------------------------------------------------------------------------
 # Public loading / dumping.
 # --------------------------------------------------------------------------------------------------
@@ -620,9 +676,11 @@ def config_to_dict(cfg: Any) -> dict:
 
 def config_from_dict(data: dict, source: str = "dict") -> Config:
     """Build and validate a Config from a nested dict (e.g. the one stored in a checkpoint). Keys of older
-    versions are read silently as their new names, derived ones dropped (:func:`upgrade_config_dict`)."""
+    versions are read silently as their new names, derived ones dropped (:func:`upgrade_config_dict`), and the
+    option sections of transforms other than the stored type are left at their defaults (no run read them)."""
     cfg = Config()
     _merge(cfg, upgrade_config_dict(data or {}, source), source)
+    _settle_transform_sections(cfg, [])
     return validate(cfg, source=source)
 
 
@@ -681,16 +739,22 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     """
     cfg = Config()
     source = "defaults"
+    layers: list[tuple[str, dict]] = []  # (source, keys it sets), in the order applied
     if path is not None:
         path = Path(path)
         source = str(path)
         for file, data in config_chain(path):
-            _merge(cfg, upgrade_config_dict(data, str(file), note=_warn), str(file))
+            layers.append((str(file), upgrade_config_dict(data, str(file), note=_warn,
+                                                          transform_type=cfg.model.transform.type)))
+            _merge(cfg, layers[-1][1], str(file))
         if not cfg.runtime.work_dir:
             cfg.runtime.work_dir = default_work_dir(path)
     if overrides:
-        _merge(cfg, upgrade_config_dict(parse_overrides(overrides), "--opts", note=_warn), "--opts")
+        layers.append(("--opts", upgrade_config_dict(parse_overrides(overrides), "--opts", note=_warn,
+                                                     transform_type=cfg.model.transform.type)))
+        _merge(cfg, layers[-1][1], "--opts")
         source = f"{source} + --opts"
+    _settle_transform_sections(cfg, layers)
     if not cfg.runtime.work_dir:
         cfg.runtime.work_dir = str(Path("work_dirs") / "default")
     return validate(cfg, source=source)

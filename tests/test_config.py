@@ -1,5 +1,6 @@
 """Config: strict YAML merge, --opts overrides, close-key suggestions, type errors, what the dataset decides,
 _base_ inheritance, keys of older versions, round trip."""
+import copy
 import re
 import subprocess
 import sys
@@ -365,27 +366,59 @@ def test_flat_transform_keys_of_older_configs_move_into_the_sections(tmp_path, c
     assert not caplog.records  # a stored config is read silently
     t = cfg.model.transform
     assert (t.type, t.positions, t.replace) == ("self_attention", [[1], [], [], []], [])
-    sa, rsa = t.self_attention, t.rsa
+    sa = t.self_attention  # kernel_size and queries were read by the type in effect, self-attention
     assert (sa.kernel_size, sa.queries, sa.attention, sa.softmax) == ([3, 3, 3], 2, ["position"], False)
+    # the RSA-only keys were never read by that run: every other section is left at its defaults
+    assert t.rsa == type(t.rsa)() and t.conv3d == type(t.conv3d)() and t.conv2plus1d == type(t.conv2plus1d)()
+    # an old RSA config: every key lands in the RSA section
+    old_rsa = copy.deepcopy(OLD_TRANSFORM)
+    old_rsa["model"]["transform"].update(type="rsa", attention=["content", "position"], softmax=True)
+    rsa = config_from_dict(old_rsa).model.transform.rsa
     assert (rsa.kernel_size, rsa.queries, rsa.latent_dim, rsa.groups, rsa.kernel, rsa.context) == \
         ([3, 3, 3], 2, 4, 2, ["relational"], ["basic"])
     assert (rsa.norm, rsa.l2_eps, rsa.memory, rsa.window_conv, rsa.init) == \
         ("none", 1e-6, "recompute", "native", "variance_preserving")
-    assert t.conv3d.kernel_size == t.conv2plus1d.kernel_size == [3, 3, 3]  # kernel_size was every transform's
-    # in a user's file or --opts: the same, with a note naming the new keys
-    p = write(tmp_path, yaml.safe_dump(OLD_TRANSFORM))
+    # in a user's file or --opts: the same, with a note naming the new key
+    p = write(tmp_path, yaml.safe_dump(old_rsa))
     with caplog.at_level("WARNING", logger="rsanet"):
         again = load_config(p, ["model.transform.rsa_init=authors"])
-    assert again.model.transform.rsa.init == "authors" and again.model.transform.self_attention.softmax is False
+    assert again.model.transform.rsa.init == "authors" and again.model.transform.rsa.kernel_size == [3, 3, 3]
     notes = [r.getMessage() for r in caplog.records]
-    assert f"{p}: `model.transform.softmax` is now `model.transform.self_attention.softmax`; read as " \
-           "`model.transform.self_attention.softmax: False`" in notes
-    assert any("`model.transform.kernel_size` is now a key of each transform that reads it: "
-               "`model.transform.rsa.kernel_size`, `model.transform.self_attention.kernel_size`, "
-               "`model.transform.conv3d.kernel_size`, `model.transform.conv2plus1d.kernel_size`" in n for n in notes)
+    assert f"{p}: `model.transform.kernel_size` is now `model.transform.rsa.kernel_size`; read as " \
+           "`model.transform.rsa.kernel_size: [3, 3, 3]`" in notes
+    assert "--opts: `model.transform.rsa_init` is now `model.transform.rsa.init`; read as " \
+           "`model.transform.rsa.init: 'authors'`" in notes
+    # the old key on the command line goes to the section of the type the file chose
+    conv3d = load_config(ROOT / "configs/ablations/table2_conv3d.yaml", ["model.transform.kernel_size=[3,3,3]"])
+    assert (conv3d.model.transform.conv3d.kernel_size, conv3d.model.transform.rsa.kernel_size) == ([3, 3, 3], [5, 7, 7])
+    # a user's old self-attention file that also sets RSA-only values: those were silently ignored, now refused
+    with pytest.raises(ConfigError, match=r"`model.transform.rsa.latent_dim` is set, but `model.transform.type` is "
+                                          r"self_attention, which does not read it"):
+        load_config(write(tmp_path, yaml.safe_dump(OLD_TRANSFORM), "old_sa.yaml"))
     with pytest.raises(ConfigError, match=r"`model.transform.queries` \(the old name of `model.transform.rsa.queries`"
                                           r"\) and `model.transform.rsa.queries` are both given"):
         load_config(None, ["model.transform.queries=2", "model.transform.rsa.queries=4"])
+
+
+def test_options_of_a_transform_the_model_does_not_use_are_refused(tmp_path):
+    """A setting for another transform than `type` would be ignored: refused when the same layer (file or --opts)
+    chose the type, or a later one; inherited ones (an RSA config switched to conv3d) are dropped."""
+    rsa_config = ROOT / "configs/ssv1_rsa_8f.yaml"  # sets model.transform.rsa.l2_eps
+    with pytest.raises(ConfigError, match=r"^--opts: `model.transform.rsa.queries` is set, but `model.transform.type` "
+                                          r"is conv3d, which does not read it: remove it, or set "
+                                          r"`model.transform.type: rsa`$"):
+        load_config(rsa_config, ["model.transform.type=conv3d", "model.transform.rsa.queries=4"])
+    cfg = load_config(rsa_config, ["model.transform.type=conv3d"])  # the file's RSA options are not the user's error
+    assert cfg.model.transform.type == "conv3d" and cfg.model.transform.rsa == type(cfg.model.transform.rsa)()
+    assert load_config(write(tmp_path, dump_config(cfg), "resolved.yaml")) == cfg  # the saved config loads back
+    write(tmp_path, "model:\n  transform:\n    type: self_attention\n", "base.yaml")
+    child = write(tmp_path, "_base_: base.yaml\nmodel:\n  transform:\n    conv3d:\n      kernel_size: [1, 3, 3]\n",
+                  "child.yaml")
+    with pytest.raises(ConfigError, match=rf"^{child}: `model.transform.conv3d.kernel_size` is set, but "
+                                          r"`model.transform.type` is self_attention"):
+        load_config(child)
+    with pytest.raises(ConfigError, match=r"`model.transform.replace` names convs, but conv2d replaces none"):
+        load_config(None, ["model.transform.type=conv2d", "model.transform.replace=[layer1.0.conv2]"])
 
 
 def test_transform_names_and_sections_come_from_the_transform_table(monkeypatch):
@@ -456,5 +489,7 @@ def test_backbone_names_come_from_the_backbone_table():
 def test_each_transform_checks_its_own_section(opts, needle):
     with pytest.raises(ConfigError, match=re.escape(needle)):
         load_config(None, opts)
-    # a section of a transform that is not used is not checked
-    assert load_config(None, ["model.transform.self_attention.softmax=false"]).model.transform.type == "rsa"
+    # a section of a transform that is not used is not read: setting it is refused as such, not checked
+    with pytest.raises(ConfigError, match=r"`model.transform.self_attention.softmax` is set, but "
+                                          r"`model.transform.type` is rsa, which does not read it"):
+        load_config(None, ["model.transform.self_attention.softmax=false"])

@@ -17,8 +17,8 @@ TRANSFORMS = ["rsa", "conv2d", "conv3d", "conv2plus1d", "self_attention"]
 def tiny_cfg(arch="resnet50", *opts):
     # Positions include stride-2 blocks (block 0 of stages 2 and 4) for resnet50.
     positions = "[[2],[0,1],[1],[0]]" if arch == "resnet50" else "[[1],[0],[1],[1]]"
-    windows = [f"model.transform.{kind}.kernel_size=[3,3,3]" for kind in ("rsa", "conv3d", "conv2plus1d",
-                                                                          "self_attention")]
+    kind = next((o.split("=", 1)[1] for o in opts if o.startswith("model.transform.type=")), "rsa")
+    windows = [f"model.transform.{kind}.kernel_size=[3,3,3]"] if kind != "conv2d" else []  # the transform's window
     return load_config(None, [f"model.arch={arch}", "model.width=16", "model.num_classes=5",
                               f"model.transform.positions={positions}", *windows,
                               "model.dropout=0.0", "model.stochastic_depth=0.0", *opts])

@@ -44,7 +44,9 @@ VARIANTS = {
 
 
 def tiny(*opts):
-    return load_config(None, BASE + list(opts))
+    """BASE with ``opts``; BASE's RSA options are left out when ``opts`` choose another transform."""
+    other = any(o.startswith("model.transform.type=") and o != "model.transform.type=rsa" for o in opts)
+    return load_config(None, [o for o in BASE if not (other and o.startswith("model.transform.rsa."))] + list(opts))
 
 
 def randomized(cfg, seed=0):

@@ -123,7 +123,7 @@ def test_tsn_output_is_identical_for_the_two_classes_of_a_pair_while_a_temporal_
         cfg = load_config(None, ["model.arch=resnet18", "model.width=8", "model.num_classes=8",
                                  "model.num_segments=8", f"model.transform.type={kind}",
                                  f"model.transform.positions={positions}",
-                                 *[f"model.transform.{k}.kernel_size=[3,3,3]" for k in ("rsa", "conv3d")]])
+                                 *([f"model.transform.{kind}.kernel_size=[3,3,3]"] if kind != "conv2d" else [])])
         net = build_model(cfg).eval()
         for m in net.modules():  # the init zeroes the last BN of every block and the classifier: undo both
             if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)):

@@ -21,8 +21,9 @@ FRAMES, SIZE, SEGMENTS, CLASSES = 8, 32, 4, 4
 def tiny_config(kind: str = "rsa") -> dict:
     """The whole experiment as a dict (no dependence on configs/): ``kind`` is rsa or self_attention."""
     options = {"kernel_size": [3, 3, 3], "queries": 2}
-    transform = {"type": kind, "positions": [[1], [], [], []], kind: options,
-                 "rsa": {**options, "init": "variance_preserving"}}  # the synthetic configs' init, schedule, sampling
+    if kind == "rsa":
+        options["init"] = "variance_preserving"  # the synthetic configs' init (and below: schedule, sampling)
+    transform = {"type": kind, "positions": [[1], [], [], []], kind: options}
     return {
         "model": {"arch": "resnet18", "num_classes": CLASSES, "num_segments": SEGMENTS, "width": 8, "dropout": 0.0,
                   "stochastic_depth": 0.0, "pretrained": None, "classifier_init": "normal", "transform": transform},

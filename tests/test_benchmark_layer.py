@@ -1,14 +1,10 @@
 """Layer benchmark, smoke form: a tiny shape, one repeat, a well-formed table; skipping and the CLI."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from rsanet.benchmark import layer
 from rsanet.benchmark.common import format_table, median_time, write_json
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_layer_benchmark_smoke(tmp_path):
@@ -59,9 +55,8 @@ def test_median_time_counts_runs():
 
 
 def test_cli_parses_layer_options():
-    spec = importlib.util.spec_from_file_location("benchmark_tool", ROOT / "tools" / "benchmark.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from rsanet.cli import benchmark as tool  # tools/benchmark.py runs its main()
+
     args = tool.build_parser("layer").parse_args(
         ["layer", "--batch", "2", "--frames", "16", "--dtype", "fp32", "bf16", "--impl", "ours", "paper_eq12",
          "--stages", "res4", "--repeats", "3", "--json", "out.json"])

@@ -1,15 +1,10 @@
 """Memory benchmark: saved-for-backward bytes are counted exactly (distinct storages, parameters excluded),
 per clip, for the model cases and per RSA layer; the table, the ordering of the memory modes and the CLI."""
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
 from rsanet.benchmark import memory
 from rsanet.benchmark.common import format_table
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_saved_bytes_counts_distinct_storages_once():
@@ -48,9 +43,8 @@ def test_memory_benchmark_rows_and_ordering():
 
 
 def test_cli_has_the_memory_level():
-    spec = importlib.util.spec_from_file_location("benchmark_tool", ROOT / "tools" / "benchmark.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from rsanet.cli import benchmark as tool  # tools/benchmark.py runs its main()
+
     args = vars(tool.build_parser("memory").parse_args(["memory", "--frames", "8", "16", "--size", "112",
                                                         "--channels-last", "off", "on", "--no-layers"]))
     assert args["frames"] == [8, 16] and args["size"] == 112 and args["channels_last"] == ["off", "on"]

@@ -52,8 +52,7 @@ if {unreadable_on_rank1!r} and rank == "1":  # every training sample of rank 1 i
     VideoDataset._try_load = lambda self, *a: None if self.train else real_load(self, *a)
 
 if {linear!r}:  # the tiny model and data of tests/test_dist_multinode.py (no BatchNorm: exact comparisons)
-    sys.path.insert(0, {tests!r})
-    from test_dist_multinode import LinearModel, TinyData
+    from test_dist_multinode import LinearModel, TinyData  # tests/ is on PYTHONPATH (launch())
     runner._build_datasets = lambda cfg, splits: {{s: TinyData() for s in splits}}
     runner.prepare_model = lambda cfg, ctx, train: LinearModel().to(ctx.device)
 
@@ -75,8 +74,7 @@ def loop(run, rng, stop_after):
     return done
 
 runner._wrap, runner._epoch_loop = wrap, loop
-sys.path.insert(0, {tools!r})
-import train
+from rsanet.cli import train  # what tools/train.py runs
 sys.exit(train.main(argv))
 """
 
@@ -110,10 +108,10 @@ def launch(tmp_path, epochs, *args, unreadable_on_rank1=False, linear=False, tim
     cfg = tmp_path / f"tiny{epochs}.yaml"
     cfg.write_text(CONFIG.replace("EPOCHS", str(epochs)))
     driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER.format(report=str(tmp_path / "report"), tools=str(ROOT / "tools"),
-                                    tests=str(ROOT / "tests"), unreadable_on_rank1=unreadable_on_rank1,
+    driver.write_text(DRIVER.format(report=str(tmp_path / "report"), unreadable_on_rank1=unreadable_on_rank1,
                                     linear=linear))
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    # this checkout, and tests/ for the driver's `from test_dist_multinode import ...`
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--tee", "3",
            str(driver), "--config", str(cfg), "--work-dir", str(tmp_path / "w"), *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)

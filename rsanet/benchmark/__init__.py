@@ -1,4 +1,4 @@
-"""Benchmarks, one module per level (``layer`` now; ``model`` and ``data`` to come).
+"""Benchmarks, one module per level: ``layer``, ``model``, ``memory``, ``profile``, ``data``, ``synthetic``.
 
 Each level module exposes ``OPTIONS`` (argparse-style ``(flags, kwargs)`` pairs that ``tools/benchmark.py``
 turns into its subcommand's arguments) and ``run(**options) -> {"title", "columns", "rows", "meta"}``;

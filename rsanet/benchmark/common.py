@@ -14,13 +14,14 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
-__all__ = ["resolve_device", "synchronize", "median_time", "peak_memory_mb", "rss_mb", "run_in_subprocess",
-           "format_table", "write_json", "physical_memory_bytes", "device_name"]
+__all__ = ["resolve_device", "synchronize", "median_time", "items_per_second", "one_thread", "peak_memory_mb",
+           "rss_mb", "run_in_subprocess", "format_table", "write_json", "physical_memory_bytes", "device_name"]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -59,6 +60,31 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int, device: tor
         synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def items_per_second(step: Callable[[int], object], items: int, distinct: int, repeats: int, warmup: int) -> float:
+    """``items / median time`` of ``repeats`` timed runs of ``items`` calls ``step(i)`` on the CPU, after
+    ``warmup`` untimed calls; ``i`` cycles through ``0 .. distinct - 1`` across all calls."""
+    counter = iter(range(10**9))
+
+    def run() -> None:
+        for _ in range(items):
+            step(next(counter) % distinct)
+
+    for _ in range(warmup):
+        step(next(counter) % distinct)
+    return items / median_time(run, repeats, 0, torch.device("cpu"))
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the block with one torch thread, as in a DataLoader worker; the thread count is restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def rss_mb() -> float:

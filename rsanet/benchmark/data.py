@@ -14,7 +14,7 @@ Media (textured, moving, lightly noisy frames, so that they compress like real f
 
 Each number is ``clips / median time`` of ``repeats`` timed runs of ``clips`` clips (after ``warmup`` untimed
 clips), with one torch thread, as in a DataLoader worker. The table is printed by
-``python tools/benchmark.py data`` or ``python benchmarks/data_pipeline.py``.
+``python tools/benchmark.py data``.
 """
 from __future__ import annotations
 
@@ -24,13 +24,13 @@ from typing import Sequence
 
 import torch
 
-from rsanet.benchmark.common import median_time
+from rsanet.benchmark.common import items_per_second, one_thread
 from rsanet.data.datasets import VideoDataset, call_with_timeout
 from rsanet.data.decoders import FrameFolderDecoder, VideoFileDecoder, decode_clip
-from rsanet.data.media import textured_frames, write_frame_folder, write_video
 from rsanet.data.records import VideoRecord
 from rsanet.data.sampling import ClipSampler
 from rsanet.data.transforms import FlipPolicy, TrainTransform
+from rsanet.testing.media import textured_frames, write_frame_folder, write_video
 
 __all__ = ["BACKENDS", "OPTIONS", "COLUMNS", "run", "make_media"]
 
@@ -72,23 +72,11 @@ def _decode_only(ds: VideoDataset, video: int) -> None:
                       record.path)
 
 
-def _clips_per_s(step, clips: int, videos: int, repeats: int, warmup: int) -> float:
-    counter = iter(range(10**9))
-
-    def batch() -> None:
-        for _ in range(clips):
-            step(next(counter) % videos)
-
-    for _ in range(warmup):
-        step(next(counter) % videos)
-    return clips / median_time(batch, repeats, 0, torch.device("cpu"))
-
-
 def _row(backend: str, records, decoder, desc: str, t: int, clips: int, repeats: int, warmup: int) -> dict:
     transform = TrainTransform((240, 320), 224, (1.0, 0.875, 0.75, 0.66), FlipPolicy("all"))
     ds = VideoDataset(records, decoder, ClipSampler(t, train=True), transform, ["x"], train=True)
-    decode = _clips_per_s(lambda v: _decode_only(ds, v), clips, len(records), repeats, warmup)
-    full = _clips_per_s(lambda v: ds[v], clips, len(records), repeats, warmup)
+    decode = items_per_second(lambda v: _decode_only(ds, v), clips, len(records), repeats, warmup)
+    full = items_per_second(lambda v: ds[v], clips, len(records), repeats, warmup)
     return {"backend": backend, "media": desc, "T": t, "decode clips/s": decode, "decode+train clips/s": full,
             "train ms/clip": 1000.0 / full}
 
@@ -100,18 +88,13 @@ def run(frames: Sequence[int] = (8, 16), backends: Sequence[str] = BACKENDS, cli
     Decoding runs on the CPU whatever ``device`` says (it is accepted for the common benchmark options).
     """
     rows = []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in a DataLoader worker
-    try:
-        with tempfile.TemporaryDirectory(prefix="rsanet_data_bench_") as tmp:
-            for backend in backends:
-                records, decoder, desc = make_media(backend, Path(tmp) / backend, videos)
-                for t in frames:
-                    rows.append(_row(backend, records, decoder, desc, t, clips, repeats, warmup))
-                    if progress is not None:
-                        progress(rows[-1])
-    finally:
-        torch.set_num_threads(threads)
+    with one_thread(), tempfile.TemporaryDirectory(prefix="rsanet_data_bench_") as tmp:
+        for backend in backends:
+            records, decoder, desc = make_media(backend, Path(tmp) / backend, videos)
+            for t in frames:
+                rows.append(_row(backend, records, decoder, desc, t, clips, repeats, warmup))
+                if progress is not None:
+                    progress(rows[-1])
     title = (f"Data pipeline per worker (1 process, 1 torch thread), torch {torch.__version__}: clips/s = "
              f"{clips} clips / median of {repeats} runs; train = TSN segment sampling + resize 240x320, "
              f"multi-scale crop 224, flip (uint8 out; normalized on the device)")

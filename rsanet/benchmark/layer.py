@@ -15,8 +15,15 @@ from typing import Sequence
 
 import torch
 
-from rsanet.benchmark.common import (device_name, median_time, peak_memory_mb,
-                                     physical_memory_bytes, resolve_device, run_in_subprocess, synchronize)
+from rsanet.benchmark.common import (
+    device_name,
+    median_time,
+    peak_memory_mb,
+    physical_memory_bytes,
+    resolve_device,
+    run_in_subprocess,
+    synchronize,
+)
 
 __all__ = ["STAGES", "IMPLS", "DTYPES", "OPTIONS", "run", "measure_case", "reference_bytes"]
 

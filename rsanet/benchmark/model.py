@@ -16,8 +16,14 @@ from typing import Sequence
 
 import torch
 
-from rsanet.benchmark.common import (device_name, median_time, peak_memory_mb, resolve_device,
-                                     run_in_subprocess, synchronize)
+from rsanet.benchmark.common import (
+    device_name,
+    median_time,
+    peak_memory_mb,
+    resolve_device,
+    run_in_subprocess,
+    synchronize,
+)
 
 __all__ = ["MODELS", "OPTIONS", "run", "measure_case", "build_benchmark_model"]
 

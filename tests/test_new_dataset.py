@@ -62,6 +62,17 @@ def resolve(cfg, splits):
 '''
 
 
+def toy_run(tmp_path):
+    """The data, train and runtime sections of a one-step run on the toy dataset written under ``tmp_path``."""
+    return {
+        "data": {"dataset": "toy", "root": str(tmp_path / "clips"), "train_annotations": str(tmp_path / "train.txt"),
+                 "val_annotations": None, "label_file": str(tmp_path / "classes.txt"), "resize": [32, 32],
+                 "crop_size": 32, "scales": [1.0], "num_workers": 0, "pin_memory": False},
+        "train": {"epochs": 1, "warmup_epochs": 0, "batch_size": 4},
+        "runtime": {"device": "cpu", "progress": False, "tensorboard": False},
+    }
+
+
 def load_module(path):
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
@@ -81,11 +92,7 @@ def test_a_toy_dataset_in_one_file_trains_one_step_through_the_train_tool(tmp_pa
     config = {
         "model": {"arch": "resnet18", "width": 8, "num_segments": 4, "pretrained": None,
                   "transform": {"type": "conv2d"}},
-        "data": {"dataset": "toy", "root": str(tmp_path / "clips"), "train_annotations": str(tmp_path / "train.txt"),
-                 "val_annotations": None, "label_file": str(tmp_path / "classes.txt"), "resize": [32, 32],
-                 "crop_size": 32, "scales": [1.0], "num_workers": 0, "pin_memory": False},
-        "train": {"epochs": 1, "warmup_epochs": 0, "batch_size": 4},
-        "runtime": {"device": "cpu", "progress": False, "tensorboard": False},
+        **toy_run(tmp_path),
     }
     path = tmp_path / "toy.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -204,11 +211,7 @@ def test_a_toy_transform_and_backbone_in_one_file_each_train_through_the_train_t
         "model": {"arch": "toy_net", "width": 8, "num_segments": 4, "num_classes": 2, "pretrained": None,
                   "stochastic_depth": 0.0,
                   "transform": {"type": "frame_difference", "replace": ["body.1"], "frame_difference": {"shift": 2}}},
-        "data": {"dataset": "toy", "root": str(tmp_path / "clips"), "train_annotations": str(tmp_path / "train.txt"),
-                 "val_annotations": None, "label_file": str(tmp_path / "classes.txt"), "resize": [32, 32],
-                 "crop_size": 32, "scales": [1.0], "num_workers": 0, "pin_memory": False},
-        "train": {"epochs": 1, "warmup_epochs": 0, "batch_size": 4},
-        "runtime": {"device": "cpu", "progress": False, "tensorboard": False},
+        **toy_run(tmp_path),
     }
     path = tmp_path / "toy.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -2,9 +2,11 @@
 names the argument and the value it got)."""
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Iterable, Optional, Sequence
 
-__all__ = ["positive_int", "check_channels_stride", "parse_terms", "window_problem", "terms_problem"]
+__all__ = ["positive_int", "check_channels_stride", "parse_terms", "window_problem", "terms_problem", "OddWindow",
+           "check_odd_window"]
 
 
 def positive_int(value, name: str) -> int:
@@ -49,3 +51,15 @@ def terms_problem(values: Sequence[str], key: str, allowed: Sequence[str]) -> st
     if not values or len(set(values)) != len(values):
         return f"`{key}` must be a non-empty set of {'/'.join(allowed)}, got {list(values)}"
     return None
+
+
+@dataclass
+class OddWindow:
+    """The options of a transform whose only option is its window, odd along every axis (``conv3d`` and
+    ``conv2plus1d``: ``model.transform.<type>.kernel_size``)."""
+
+    kernel_size: list[int] = field(default_factory=lambda: [5, 7, 7])  # t x h x w, odd sizes (Table 2: 5x7x7)
+
+
+def check_odd_window(options: OddWindow, key: str) -> Optional[str]:
+    return window_problem(options.kernel_size, f"{key}.kernel_size", odd=True)

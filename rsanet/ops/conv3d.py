@@ -1,13 +1,12 @@
 """3D convolution over the RSA window (Table 2 row 2): the table entry ``conv3d`` and its layer."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn as nn
 
-from rsanet.ops.checks import check_channels_stride, window_problem
+from rsanet.ops.checks import OddWindow, check_channels_stride, check_odd_window
 from rsanet.ops.window import check_kernel_size, spatial_downsample
 
 __all__ = ["Conv3dTransform", "Options", "check", "build"]
@@ -30,16 +29,10 @@ class Conv3dTransform(nn.Module):
         return spatial_downsample(self.conv(x), self.stride)
 
 
-@dataclass
-class Options:
-    """``model.transform.conv3d``: the 3D convolution's window."""
-
-    kernel_size: list[int] = field(default_factory=lambda: [5, 7, 7])  # t x h x w, odd sizes (Table 2: 5x7x7)
+# model.transform.conv3d: its window (shared with the other window-only transform)
+Options = OddWindow
+check = check_odd_window
 
 
-def check(options: Options, key: str) -> Optional[str]:
-    return window_problem(options.kernel_size, f"{key}.kernel_size", odd=True)
-
-
-def build(options: Options, in_channels: int, out_channels: int, stride: int = 1) -> Conv3dTransform:
+def build(options: OddWindow, in_channels: int, out_channels: int, stride: int = 1) -> Conv3dTransform:
     return Conv3dTransform(in_channels, out_channels, kernel_size=tuple(options.kernel_size), stride=stride)

@@ -144,7 +144,7 @@ def _conv(x: torch.Tensor, filters: _Filters, bias, padding, strategy: str) -> t
 def _weight_grad(grad: torch.Tensor, x: torch.Tensor, filters: _Filters, padding, strategy: str):
     c, f = x.shape[1], filters.f
     chunks = _chunks(c, f, _WGRAD_CHUNK) if strategy == "channels_last" and _split_conv(x) else [(0, c)]
-    total = None
+    total, parts = None, []
     for c0, c1 in chunks:
         w = filters(c0, c1)
         g = torch.ops.aten.convolution_backward(grad[:, c0 * f:c1 * f], x[:, c0:c1], w, None, (1, 1, 1), padding,
@@ -153,7 +153,9 @@ def _weight_grad(grad: torch.Tensor, x: torch.Tensor, filters: _Filters, padding
             g = g.unflatten(0, (c1 - c0, f)).sum(0)
             total = g if total is None else total + g
         else:
-            total = g if total is None else torch.cat([total, g], dim=0)
+            parts.append(g)
+    if not filters.shared:
+        total = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)  # one copy for all chunks
     return total  # (C*F, 1, t, h, w), or (F, 1, t, h, w) for shared filters
 
 

@@ -14,7 +14,7 @@ The result is the same whatever the strategy; strategies choose memory layouts a
 * ``"channels_last"``: channels-last (N, T, H, W, C) tensors, which RSA's position-major activations already
   are, so no layout copy is made. On CUDA every convolution goes to cuDNN. On CPU (oneDNN) the forward runs
   over chunks of at most ``_ONEDNN_CHUNK`` output channels (above that oneDNN leaves its fast kernel: 4-8x
-  slower at res5), the weight gradient over chunks of at most ``_WGRAD_CHUNK`` (smaller chunks: 1.1-1.8x
+  slower at res5), the weight gradient over chunks of at most ``_WGRAD_CHUNK`` (smaller chunks: the op 1.1-1.8x
   faster at res4/res5), and the input gradient runs as depthwise convs with the flipped filters over chunks
   of at most ``_DEPTHWISE_CHUNK`` channels, each summed over the F filters of a channel (oneDNN's own
   backward-data of this grouped conv is 10-40x slower).
@@ -45,7 +45,7 @@ __all__ = ["channelwise_window_conv", "window_conv_forward", "window_conv_backwa
 STRATEGIES = ("auto", "native", "channels_last", "batched")
 _CL = torch.channels_last_3d
 _ONEDNN_CHUNK = 2048  # output channels per oneDNN forward call of the channels-last path
-_WGRAD_CHUNK = 512  # output channels per oneDNN weight-gradient call (1.1-1.8x faster than 2048 at res4/res5)
+_WGRAD_CHUNK = 512  # output channels per oneDNN weight-gradient call (the op 1.1-1.8x faster than with 2048)
 _DEPTHWISE_CHUNK = 256  # channels per depthwise conv of the input gradient on CPU (oneDNN slows down above)
 _BATCHED_MAX_AREA = 100  # H*W up to which "auto" runs shared-filter convs "batched" on CPU (measured)
 
@@ -206,9 +206,9 @@ def _batched_weight_grad(grad: torch.Tensor, xp: torch.Tensor, weight: torch.Ten
     """(F, 1, t, h, w) gradient of :func:`_batched_forward` (summed over the B*C clips by the conv itself)."""
     b, c = xp.shape[:2]
     f, spatial = weight.shape[0], grad.shape[2:]
-    # (B, C*F, T, H, W) channels-last = (B, N, C*F) -> (B, C*F, N) -> (B*C, F, T, H, W): one copy, into the
-    # standard layout of the conv's input (a channels-last gradient would be copied again inside the conv)
-    g = grad.permute(0, 2, 3, 4, 1).reshape(b, -1, c * f).transpose(1, 2).contiguous().view(b * c, f, *spatial)
+    # (B, C*F, T, H, W) -> (B, T, H, W, C, F) -> (B, C, T, H, W, F) -> (B*C, F, T, H, W), channels-last
+    g = grad.permute(0, 2, 3, 4, 1).reshape(b, *spatial, c, f).movedim(4, 1).contiguous()
+    g = g.view(b * c, *spatial, f).permute(0, 4, 1, 2, 3)
     return torch.ops.aten.convolution_backward(g, _batched_input(xp), weight, None, (1, 1, 1), padding, (1, 1, 1),
                                                False, (0, 0, 0), 1, [False, True, False])[1]
 

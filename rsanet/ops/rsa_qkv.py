@@ -108,23 +108,22 @@ class _L2NormalizeSplit(torch.autograd.Function):
     def forward(ctx, x5: torch.Tensor, L: int, layouts: tuple, dtype: torch.dtype, eps: float):
         outs, norms = _normalized_parts(x5, L, layouts, dtype, eps)
         ctx.save_for_backward(*outs, *norms)
-        ctx.meta = (L, layouts, torch.empty_like(x5, device="meta"))  # x5's shape, strides and dtype, no data
+        ctx.meta = (L, layouts, x5.dtype)
         return tuple(outs)
 
     @staticmethod
     def backward(ctx, *grads):
-        L, layouts, like = ctx.meta
+        L, layouts, in_dtype = ctx.meta
         saved = ctx.saved_tensors
         outs, norms = saved[:len(grads)], saved[len(grads):]
-        # (B, S1, S2, parts, C_Q) in x5's memory layout (e.g. the (P, C_qvk, R) output of the projection), so
-        # that the projection's backward reads it without a copy
-        gx = torch.empty_strided(like.shape, like.stride(), dtype=outs[0].dtype, device=outs[0].device)
+        gx = torch.empty((*outs[0].shape[:3], L + len(layouts), outs[0].shape[-1]), dtype=outs[0].dtype,
+                         device=outs[0].device)  # (B, S1, S2, parts, C_Q)
         targets = [gx[:, :, :, :L]] + [_part(gx, L + i, lay) for i, lay in enumerate(layouts)]
         dims = [-1] + [_channel_dim(lay) for lay in layouts]
         for y, n, g, d, target in zip(outs, norms, grads, dims, targets):
             radial = (y * g).sum(d, keepdim=True).masked_fill_(n < _EPS, 0)
             target.copy_((g - y * radial) / n.clamp_min(_EPS))
-        return gx.to(like.dtype), None, None, None, None
+        return gx.to(in_dtype), None, None, None, None
 
 
 def split_normalized(x5: torch.Tensor, L: int, layouts, dtype: torch.dtype, l2: bool, eps: float = 0.0):

@@ -65,8 +65,9 @@ def test_bad_weight_and_strategy():
 @pytest.mark.parametrize("ks", [(3, 5, 3), (2, 3, 4)])
 def test_shared_filters_with_bias_and_chunks(monkeypatch, strategy, ks):
     # shared (F, 1, t, h, w) filters and a bias, as RSA's value conv uses them; tiny chunk limits make the
-    # oneDNN forward / weight-gradient chunks (3 channels of F = 4) and depthwise chunks (1 channel) run
+    # oneDNN forward chunks (3 channels of F = 4), weight-gradient chunks (2) and depthwise chunks (1) run
     monkeypatch.setattr(channelwise_conv, "_ONEDNN_CHUNK", 12)
+    monkeypatch.setattr(channelwise_conv, "_WGRAD_CHUNK", 8)  # weight-gradient chunks of 2 channels
     monkeypatch.setattr(channelwise_conv, "_DEPTHWISE_CHUNK", 5)
     c, f = 7, 4
     x = torch.randn(2, c, 4, 5, 6, dtype=torch.float64).contiguous(memory_format=torch.channels_last_3d)
@@ -85,6 +86,7 @@ def test_shared_filters_with_bias_and_chunks(monkeypatch, strategy, ks):
 @pytest.mark.parametrize("strategy", ["channels_last", "native"])
 def test_per_channel_chunks_match(monkeypatch, strategy):
     monkeypatch.setattr(channelwise_conv, "_ONEDNN_CHUNK", 10)  # 2 channels of F = 5 per oneDNN call
+    monkeypatch.setattr(channelwise_conv, "_WGRAD_CHUNK", 15)  # 3 channels per weight-gradient call
     monkeypatch.setattr(channelwise_conv, "_DEPTHWISE_CHUNK", 10)
     x = torch.randn(1, 5, 3, 4, 4, dtype=torch.float64).contiguous(memory_format=torch.channels_last_3d)
     weight = torch.randn(25, 1, 3, 3, 3, dtype=torch.float64)

@@ -279,10 +279,11 @@ def test_torchscript_trace_and_save_for_inference(tmp_path):
 def test_chunked_convolutions_match_reference(monkeypatch, window_conv):
     # tiny chunk limits make every chunk loop run several (uneven) chunks at test sizes:
     # key conv C_Q*D = 6*6 = 36 channels in chunks of 5 channels (30 // 6), value conv F = 12 -> 2 channels,
-    # depthwise input gradients in chunks of 1 channel
+    # weight gradients in chunks of 4 (24 // 6) and 2 channels, depthwise input gradients in chunks of 1 channel
     from rsanet.ops import channelwise_conv
 
     monkeypatch.setattr(channelwise_conv, "_ONEDNN_CHUNK", 30)
+    monkeypatch.setattr(channelwise_conv, "_WGRAD_CHUNK", 24)
     monkeypatch.setattr(channelwise_conv, "_DEPTHWISE_CHUNK", 7)
     m = RSA(12, 12, kernel_size=(3, 3, 3), queries=2, window_conv=window_conv)
     _assert_matches_reference(m, torch.randn(2, 12, 3, 4, 5).contiguous(memory_format=torch.channels_last_3d))

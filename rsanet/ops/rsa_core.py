@@ -45,15 +45,22 @@ MEMORY_MODES = ("save", "recompute")
 def key_filters(H1: torch.Tensor, cq: int, kernel_size) -> torch.Tensor:
     """H1 (M, G, D) -> (C_Q*D, 1, t, h, w): key channel c uses the D filters of its group c // (C_Q/G)."""
     m, g, d = H1.shape
-    # (M, G, D) -> (G, D, M) -> (G, C_Q/G, D, M) (a broadcast view) -> (C_Q*D, 1, t, h, w): one copy
-    h = H1.permute(1, 2, 0).unsqueeze(1).expand(g, cq // g, d, m)
-    return h.reshape(cq * d, 1, *kernel_size)
+    # (M, G, D) = (M, G*D) -> (G*D, M) as one 2D transposed copy (PyTorch's blocked transposition, 1.2-3.5x
+    # faster than the permuted copy; a strided view instead would be copied by every conv call)
+    h = H1.new_empty(g * d, m).copy_(H1.reshape(m, g * d).t())
+    if cq != g:  # (G*D, M) -> (G, C_Q/G, D, M) (a broadcast view) -> (C_Q*D, M): a copy
+        h = h.view(g, 1, d, m).expand(g, cq // g, d, m).reshape(cq * d, m)
+    return h.view(cq * d, 1, *kernel_size)
 
 
 def _key_filter_grad(grad: torch.Tensor, groups: int, cq: int) -> torch.Tensor:
-    """(C_Q*D, 1, t, h, w) -> (G, C_Q/G, D, M) -> sum over a group's channels -> (G, D, M) -> (M, G, D)."""
+    """(C_Q*D, 1, t, h, w) -> (G, C_Q/G, D, M) -> sum over a group's channels -> (G*D, M) -> (M, G, D),
+    contiguous (as H1 itself, so that autograd keeps it without copying it again)."""
     d = grad.shape[0] // cq
-    return grad.reshape(groups, cq // groups, d, -1).sum(1).permute(2, 0, 1)
+    m = grad[0].numel()
+    g = grad.reshape(cq * d, m) if cq == groups else grad.reshape(groups, cq // groups, d, m).sum(1)
+    # (G*D, M) -> (M, G*D) as one 2D transposed copy (see key_filters) -> (M, G, D)
+    return g.new_empty(m, groups * d).copy_(g.reshape(groups * d, m).t()).view(m, groups, d)
 
 
 def value_filters(H2: torch.Tensor, G: torch.Tensor | None, kernel_size) -> torch.Tensor:

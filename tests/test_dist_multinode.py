@@ -16,13 +16,13 @@ own work dir (``<work dir>/node<RANK>``), as two nodes with node-local disks wou
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from test_tools_support import run_job
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -114,7 +114,7 @@ def launch(tmp_path, epochs, *args, unreadable_on_rank1=False, linear=False, tim
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--tee", "3",
            str(driver), "--config", str(cfg), "--work-dir", str(tmp_path / "w"), *map(str, args)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    return run_job(cmd, timeout, env)  # kills every rank on a timeout
 
 
 def rank_lines(r, rank):

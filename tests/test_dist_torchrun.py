@@ -3,7 +3,6 @@ validation, multi-view testing whose metrics and score files equal a 1-process e
 dataset size does not divide by 2, and a failure on one rank that ends the whole job instead of hanging."""
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_tools_support import run_job
 
 from rsanet.config import load_config
 from rsanet.engine import run_test
@@ -32,7 +32,7 @@ runtime: {log_interval: 1, tensorboard: false, progress: false, dist_timeout_min
 def torchrun(*args, timeout=240):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *map(str, args)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    return run_job(cmd, timeout, env)  # kills every rank on a timeout
 
 
 @pytest.fixture(autouse=True)

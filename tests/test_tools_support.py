@@ -8,6 +8,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +19,21 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAMES, SIZE, SEGMENTS, CLASSES = 8, 32, 4, 4
+
+
+def run_job(cmd: list[str], timeout: float, env: dict, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """``subprocess.run(cmd, capture_output=True, text=True)`` in a session of its own: on a timeout the whole
+    process group (torchrun and every rank it started) is killed before TimeoutExpired is raised, so no rank
+    outlives the test."""
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd,
+                          start_new_session=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def tiny_config(kind: str = "rsa") -> dict:

@@ -62,6 +62,23 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int, device: tor
     return statistics.median(times)
 
 
+def median_times(fns: Sequence[Callable[[], object]], repeats: int, warmup: int, device: torch.device) -> list[float]:
+    """Median wall times in seconds of several ``fns`` timed in turn (1, 2, ..., 1, 2, ...) over ``repeats``
+    rounds after ``warmup`` untimed runs of each, so that a varying machine load hits them alike."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, spent in zip(fns, times):
+            synchronize(device)
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            spent.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
 def items_per_second(step: Callable[[int], object], items: int, distinct: int, repeats: int, warmup: int) -> float:
     """``items / median time`` of ``repeats`` timed runs of ``items`` calls ``step(i)`` on the CPU, after
     ``warmup`` untimed calls; ``i`` cycles through ``0 .. distinct - 1`` across all calls."""

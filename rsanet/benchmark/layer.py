@@ -9,8 +9,6 @@ D = G = C_Q, M = 5 x 7 x 7, L2 norm, basic + relational kernel and context, C_in
 """
 from __future__ import annotations
 
-import statistics
-import time
 from typing import Sequence
 
 import torch
@@ -18,11 +16,11 @@ import torch
 from rsanet.benchmark.common import (
     device_name,
     median_time,
+    median_times,
     peak_memory_mb,
     physical_memory_bytes,
     resolve_device,
     run_in_subprocess,
-    synchronize,
 )
 
 __all__ = ["STAGES", "IMPLS", "DTYPES", "OPTIONS", "run", "measure_case", "reference_bytes"]
@@ -118,20 +116,9 @@ def measure_case(case: dict) -> dict:
 def measure_interleaved(cases: list[dict]) -> list[dict]:
     """Median fwd+bwd times of several cases of one stage built in this process and timed in turn, so that a
     varying machine load hits them alike (no peak memory)."""
-    device = torch.device(cases[0]["device"])
     steps = [_build_step(case) for case in cases]
-    for step in steps:
-        for _ in range(max(cases[0]["warmup"], 1)):
-            step()
-    times = [[] for _ in steps]
-    for _ in range(cases[0]["repeats"]):
-        for step, spent in zip(steps, times):
-            synchronize(device)
-            start = time.perf_counter()
-            step()
-            synchronize(device)
-            spent.append(time.perf_counter() - start)
-    return [{"ms": statistics.median(t) * 1e3, "peak_mib": None} for t in times]
+    seconds = median_times(steps, cases[0]["repeats"], max(cases[0]["warmup"], 1), torch.device(cases[0]["device"]))
+    return [{"ms": s * 1e3, "peak_mib": None} for s in seconds]
 
 
 def _groups(stages: dict, impls, dtypes, batch, frames, device, repeats, warmup, budget, window_convs, memories):

@@ -10,8 +10,6 @@ transform a 2D conv (TSN-R50). Cases vary frames (8/16), dtype (fp32 / bf16 auto
 from __future__ import annotations
 
 import itertools
-import statistics
-import time
 from typing import Sequence
 
 import torch
@@ -19,10 +17,10 @@ import torch
 from rsanet.benchmark.common import (
     device_name,
     median_time,
+    median_times,
     peak_memory_mb,
     resolve_device,
     run_in_subprocess,
-    synchronize,
 )
 
 __all__ = ["MODELS", "OPTIONS", "run", "measure_case", "build_benchmark_model"]
@@ -116,21 +114,9 @@ def measure_case(case: dict) -> dict:
 def measure_interleaved(cases: list[dict]) -> list[dict]:
     """Median step times of several cases built in one process and timed in turn (case 1, 2, ..., 1, 2, ...),
     so that a varying machine load hits every case alike. Peak memory is not measured here."""
-    device = torch.device(cases[0]["device"])
     steps = [_build_step(case) for case in cases]
-    for step in steps:
-        for _ in range(1 + cases[0]["warmup"]):
-            step()
-    times = [[] for _ in steps]
-    for _ in range(cases[0]["repeats"]):
-        for step, spent in zip(steps, times):
-            synchronize(device)
-            start = time.perf_counter()
-            step()
-            synchronize(device)
-            spent.append(time.perf_counter() - start)
-    return [{"step ms": statistics.median(t) * 1e3, "videos/s": case["batch"] / statistics.median(t),
-             "peak MiB": None} for case, t in zip(cases, times)]
+    seconds = median_times(steps, cases[0]["repeats"], 1 + cases[0]["warmup"], torch.device(cases[0]["device"]))
+    return [{"step ms": s * 1e3, "videos/s": case["batch"] / s, "peak MiB": None} for case, s in zip(cases, seconds)]
 
 
 def _rows(models, frames, dtypes, channels_last, compiles, memory):

@@ -27,6 +27,16 @@ def media_path(stem: str, backend: str, ext: str) -> str:
     return f"{stem}.{ext.lstrip('.')}"
 
 
+def label_of(index: dict[str, int], name: Optional[str], where: str) -> int:
+    """The class id of ``name`` in ``index`` (name -> id); -1 for None (an unlabelled test entry); an
+    AnnotationError naming ``where`` (the file and line or entry) for a name the labels file lacks."""
+    if name is None:
+        return -1
+    if name not in index:
+        raise AnnotationError(f"{where}: unknown class {name!r} (not in the labels file)")
+    return index[name]
+
+
 def open_file(path: str | Path) -> Path:
     """``path`` as a Path, or FileNotFoundError naming it."""
     path = Path(path)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rsanet.data.labels import AnnotationError, read_class_list
+from rsanet.data.labels import read_class_list
 from rsanet.data.records import VideoRecord
 from rsanet.data.sets import common
 from rsanet.data.sets.common import check, decoder, has_split, open_video, resolve  # noqa: F401  (protocol)
@@ -35,11 +35,7 @@ def read_records(annotation_file: str | Path, classes: list[str], backend: str =
     records = []
     for n, line in common.text_lines(path):
         vid, _, name = (part.strip() for part in line.partition(";"))
-        label = -1
-        if name:
-            if name not in index:
-                raise AnnotationError(f"{path}:{n}: unknown class {name!r} (not in the labels file)")
-            label = index[name]
+        label = common.label_of(index, name or None, f"{path}:{n}")
         records.append(VideoRecord(common.media_path(vid, backend, ext), 0, label, video_id=vid))
     return records
 

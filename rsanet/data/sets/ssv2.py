@@ -46,12 +46,8 @@ def read_records(annotation_file: str | Path, classes: list[str], backend: str =
         if "id" not in entry:
             raise AnnotationError(f"{path}: entry {n} has no 'id'")
         vid = str(entry["id"])
-        label = -1
-        if "template" in entry:
-            name = entry["template"].replace("[", "").replace("]", "")
-            if name not in index:
-                raise AnnotationError(f"{path}: entry {n} (id {vid}): template {name!r} is not in the labels file")
-            label = index[name]
+        name = entry["template"].replace("[", "").replace("]", "") if "template" in entry else None
+        label = common.label_of(index, name, f"{path}: entry {n} (id {vid})")
         records.append(VideoRecord(common.media_path(vid, backend, ext), 0, label, video_id=vid))
     return records
 

@@ -456,8 +456,7 @@ def upgrade_config_dict(data: Any, source: str = "config", note=None, transform_
     if not isinstance(data, dict):
         return data
     data = copy.deepcopy(data)
-    _, own_type = _pop_dotted(copy.deepcopy(data), "model.transform.type")
-    section = f"{_T}{own_type or transform_type}."
+    section = f"{_T}{_transform_dict(data).get('type') or transform_type}."
     for old, targets in RENAMED.items():
         found, value = _pop_dotted(data, old)
         if not found:
@@ -629,19 +628,17 @@ def _inactive_setting(t) -> str | None:
     return None
 
 
+def _transform_dict(data: Any) -> dict:
+    """The ``model.transform`` mapping of a raw config dict ({} when it has none)."""
+    model = data.get("model") if isinstance(data, dict) else None
+    transform = model.get("transform") if isinstance(model, dict) else None
+    return transform if isinstance(transform, dict) else {}
+
+
 def _transform_sections(data: dict) -> dict:
     """The transform option sections that a raw config dict sets: ``{name: {key: value}}``."""
-    model = data.get("model") if isinstance(data, dict) else None
-    transform = model.get("transform") if isinstance(model, dict) else None
-    if not isinstance(transform, dict):
-        return {}
-    return {name: value for name, value in transform.items() if name in TRANSFORMS and isinstance(value, dict)}
-
-
-def _sets_type(data: dict) -> bool:
-    model = data.get("model") if isinstance(data, dict) else None
-    transform = model.get("transform") if isinstance(model, dict) else None
-    return isinstance(transform, dict) and "type" in transform
+    return {name: value for name, value in _transform_dict(data).items()
+            if name in TRANSFORMS and isinstance(value, dict)}
 
 
 def _settle_transform_sections(cfg: Config, layers: list[tuple[str, dict]]) -> None:
@@ -652,7 +649,7 @@ def _settle_transform_sections(cfg: Config, layers: list[tuple[str, dict]]) -> N
     model.transform.type=conv3d``) are no one's mistake. Then every other section goes back to its defaults,
     so that the resolved config holds only what the model reads."""
     t = cfg.model.transform
-    chose = max((i for i, (_, data) in enumerate(layers) if _sets_type(data)), default=0)
+    chose = max((i for i, (_, data) in enumerate(layers) if "type" in _transform_dict(data)), default=0)
     for source, data in layers[chose:]:
         for name, options in _transform_sections(data).items():
             default = config_to_dict(TRANSFORMS[name].Options())

@@ -18,6 +18,7 @@ from rsanet.config import (
     load_config,
     parse_overrides,
     upgrade_config_dict,
+    validate,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -419,6 +420,11 @@ def test_options_of_a_transform_the_model_does_not_use_are_refused(tmp_path):
         load_config(child)
     with pytest.raises(ConfigError, match=r"`model.transform.replace` names convs, but conv2d replaces none"):
         load_config(None, ["model.transform.type=conv2d", "model.transform.replace=[layer1.0.conv2]"])
+    edited = load_config(None, ["model.transform.type=conv3d"])  # a config edited in code is checked alike
+    edited.model.transform.rsa.queries = 4
+    with pytest.raises(ConfigError, match=r"`model.transform.rsa.queries` is set, but `model.transform.type` is "
+                                          r"conv3d"):
+        validate(edited)
 
 
 def test_transform_names_and_sections_come_from_the_transform_table(monkeypatch):

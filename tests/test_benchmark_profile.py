@@ -22,3 +22,21 @@ def test_profile_rows_add_up():
     for r in rows:
         assert r["total ms"] == pytest.approx(sum(r[c] for c in profile.CATEGORIES))
         assert r["window convs"] > 0 and r["matmuls"] > 0
+
+
+def test_profile_sets_the_layer_beside_the_3x3_conv_it_replaces():
+    """x FLOPs equals a closed-form count of the default layer against TSN's 3x3 conv (C -> C); efficiency is
+    x FLOPs / x time."""
+    c, side, frames = 16, 7, 2
+    result = profile.run(stages=["tiny"], stage_shapes={"tiny": (c, 28)}, size=56, frames=frames, device="cpu",
+                         repeats=1)
+    row = result["rows"][0]
+    n, L, cq, m = frames * side * side, 8, c // 8, 5 * 7 * 7  # positions, queries, C_Q = D, window
+    rsa = 2 * n * (c * (L * cq + 2 * cq)  # 1x1x1 projections to q (L*C_Q), k and v (C_Q each)
+                   + cq * cq * m  # key window conv: C_Q*D filters of M taps
+                   + cq * 2 * cq * m  # value window conv: C_Q channels x [H2 | G] (D + C_Q shared filters)
+                   + 3 * L * cq * cq)  # u = q Ap, w = u Bv^T, y = w (I + E)
+    conv = 2 * n * c * c * 9
+    assert row["x FLOPs"] == pytest.approx(rsa / conv, rel=1e-9)
+    assert row["3x3 conv ms"] > 0 and row["x time"] == pytest.approx(row["total ms"] / row["3x3 conv ms"])
+    assert row["efficiency"] == pytest.approx(row["x FLOPs"] / row["x time"])

@@ -12,6 +12,14 @@ Each stage shape of :mod:`rsanet.benchmark.layer` runs ``repeats`` training step
 
 Times are per step in ms (CPU self time, or CUDA kernel time on a GPU). The profiler adds overhead, so
 the total is larger than the ``layer`` level's time; the split is what this level is for.
+
+Each row also sets the layer beside what it replaces in RSANet-R50, TSN's frame-wise 3x3 conv at the same
+shape (C -> C over the B*T frames), profiled the same way: ``3x3 conv ms``, the layer's time and FLOPs as
+multiples of the conv's (``x time`` fwd+bwd; ``x FLOPs`` of the forward, counted by
+``torch.utils.flop_counter``, with a backward taken as twice its forward for both, the usual convention: the
+counter's formula for a grouped conv's weight gradient ignores the groups), and ``efficiency`` =
+x FLOPs / x time, the layer's FLOP/s as a fraction of the dense conv's. A layer that ran at the conv's
+FLOP/s would cost ``x FLOPs`` times its time.
 """
 from __future__ import annotations
 
@@ -25,7 +33,8 @@ from rsanet.benchmark.layer import STAGES
 __all__ = ["OPTIONS", "COLUMNS", "CATEGORIES", "run", "categorize"]
 
 CATEGORIES = ("window convs", "matmuls", "norms", "layout copies", "other")
-COLUMNS = ["stage", "C", "HxW", "T", "B", "dtype", "memory", *CATEGORIES, "total ms"]
+COLUMNS = ["stage", "C", "HxW", "T", "B", "dtype", "memory", *CATEGORIES, "total ms", "3x3 conv ms", "x time",
+           "x FLOPs", "efficiency"]
 _CONV = ("conv", "mkldnn_convolution", "convolution_backward", "_slow_conv")
 _MATMUL = ("bmm", "mm", "addmm", "baddbmm", "matmul", "linear", "einsum")
 _NORM = ("norm", "div", "sqrt", "square", "clamp")
@@ -60,8 +69,8 @@ def categorize(name: str) -> str:
     return "other"
 
 
-def _profile_case(layer, x, grad, autocast: bool, repeats: int, device: torch.device) -> dict:
-    from torch.profiler import ProfilerActivity, profile
+def _training_step(layer, x, grad, autocast: bool, device: torch.device):
+    """One fwd+bwd of ``layer`` on ``x`` (a leaf) with output gradient ``grad``, as a closure."""
 
     def step():
         x.grad = None
@@ -69,6 +78,22 @@ def _profile_case(layer, x, grad, autocast: bool, repeats: int, device: torch.de
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             y = layer(x)
         y.backward(grad.to(y.dtype))
+
+    return step
+
+
+def _forward_flops(module, x, autocast: bool, device: torch.device) -> int:
+    """FLOPs of one forward of ``module`` on ``x``, counted by torch.utils.flop_counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            module(x)
+    return counter.get_total_flops()
+
+
+def _profile_case(step, repeats: int, device: torch.device) -> dict:
+    from torch.profiler import ProfilerActivity, profile
 
     step()
     step()
@@ -85,6 +110,25 @@ def _profile_case(layer, x, grad, autocast: bool, repeats: int, device: torch.de
     return totals
 
 
+class _Conv3x3:
+    """Profiled fwd+bwd time (ms) and FLOPs of TSN's 3x3 conv C -> C over ``frames`` frames of side s, by
+    (C, s, dtype), measured once each."""
+
+    def __init__(self, frames: int, repeats: int, device: torch.device):
+        self.frames, self.repeats, self.device, self.done = frames, repeats, device, {}
+
+    def __call__(self, c: int, s: int, dtype: str) -> tuple[float, int]:
+        if (c, s, dtype) not in self.done:
+            torch.manual_seed(0)
+            conv = torch.nn.Conv2d(c, c, 3, padding=1, bias=False).to(self.device)
+            x = torch.randn(self.frames, c, s, s, device=self.device, requires_grad=True)
+            step = _training_step(conv, x, torch.randn(self.frames, c, s, s, device=self.device), dtype == "bf16",
+                                  self.device)
+            flops = _forward_flops(conv, x, dtype == "bf16", self.device)
+            self.done[(c, s, dtype)] = (sum(_profile_case(step, self.repeats, self.device).values()), flops)
+        return self.done[(c, s, dtype)]
+
+
 def run(batch: int = 1, frames: int = 8, stages: Sequence[str] = tuple(STAGES), dtype: Sequence[str] = ("fp32",),
         memory: Sequence[str] = ("save",), size: int = 224, threads: int = 0, device: str = "auto",
         repeats: int = 3, warmup: int = 2, stage_shapes: dict | None = None, progress=None) -> dict:
@@ -99,6 +143,7 @@ def run(batch: int = 1, frames: int = 8, stages: Sequence[str] = tuple(STAGES), 
         torch.set_num_threads(threads)
     shapes = stage_shapes or STAGES
     rows = []
+    conv3x3 = _Conv3x3(batch * frames, repeats, dev)
     for stage in (stages if stage_shapes is None else list(stage_shapes)):
         c, side224 = shapes[stage]
         s = -(-side224 * size // 224)
@@ -107,10 +152,14 @@ def run(batch: int = 1, frames: int = 8, stages: Sequence[str] = tuple(STAGES), 
                 torch.manual_seed(0)
                 layer = RSA(c, c, memory=mode).to(dev)
                 x = torch.randn(batch, c, frames, s, s, device=dev, requires_grad=True)
-                grad = torch.randn(batch, c, frames, s, s, device=dev)
-                cats = _profile_case(layer, x, grad, d == "bf16", repeats, dev)
+                step = _training_step(layer, x, torch.randn(batch, c, frames, s, s, device=dev), d == "bf16", dev)
+                cats = _profile_case(step, repeats, dev)
+                total = sum(cats.values())
+                conv_ms, conv_flops = conv3x3(c, s, d)
+                x_time, x_flops = total / conv_ms, _forward_flops(layer, x, d == "bf16", dev) / conv_flops
                 rows.append({"stage": stage, "C": c, "HxW": f"{s}x{s}", "T": frames, "B": batch, "dtype": d,
-                             "memory": mode, **cats, "total ms": sum(cats.values())})
+                             "memory": mode, **cats, "total ms": total, "3x3 conv ms": conv_ms, "x time": x_time,
+                             "x FLOPs": x_flops, "efficiency": x_flops / x_time})
                 if progress is not None:
                     progress(rows[-1])
     where = f"CPU ({threads} threads)" if dev.type == "cpu" and threads else device_name(dev)

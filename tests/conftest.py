@@ -13,3 +13,12 @@ torch.set_num_threads(1)  # tiny shapes: one thread avoids OpenMP spin-wait unde
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Each test starts on one thread, and a test that changes it does not leak the change."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

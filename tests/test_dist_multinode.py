@@ -20,7 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 from test_tools_support import run_job
 
@@ -125,13 +124,6 @@ def rank_lines(r, rank):
 def report(tmp_path, rank):
     return json.loads((tmp_path / f"report.{rank}.json").read_text())
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_ranks_resolving_different_checkpoints_stop_together_and_resume_when_they_agree(tmp_path):

@@ -35,13 +35,6 @@ def torchrun(*args, timeout=240):
     return run_job(cmd, timeout, env)  # kills every rank on a timeout
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_two_process_train_and_test_equal_one_process(tmp_path):
     cfg_path = tmp_path / "tiny.yaml"

@@ -109,15 +109,21 @@ def make_parts(tmp_path, steps, *opts, criterion=None):
                       steps)
 
 
-@pytest.mark.parametrize("amp", ["none", "bf16", "fp16"])
-def test_one_device_read_per_step_plus_one_per_log_interval(tmp_path, amp):
-    parts = make_parts(tmp_path, 6, "train.batch_size=4", f"train.amp={amp}", "runtime.log_interval=3")
+def epoch_reads(parts):
+    """The device reads of one training epoch over 6 batches of 4 clips (the logger closed after)."""
     reads = DeviceReads()
     try:
         with reads:
             train_one_epoch(parts, TrainState(), batches(24, 4))
     finally:
         parts.logger.close()
+    return reads
+
+
+@pytest.mark.parametrize("amp", ["none", "bf16", "fp16"])
+def test_one_device_read_per_step_plus_one_per_log_interval(tmp_path, amp):
+    parts = make_parts(tmp_path, 6, "train.batch_size=4", f"train.amp={amp}", "runtime.log_interval=3")
+    reads = epoch_reads(parts)
     assert reads.count == 6 + 2, "\n".join(reads.where)  # 6 steps, log lines after steps 3 and 6
     log = (tmp_path / "train.log").read_text()
     assert "[3/6] loss" in log and "[6/6] loss" in log and "skipped" not in log
@@ -134,12 +140,7 @@ def test_an_fp16_overflow_step_reads_the_loss_scale(tmp_path):
 
     parts = make_parts(tmp_path, 6, "train.batch_size=4", "train.amp=fp16", "runtime.log_interval=3",
                        criterion=FirstOverflows())
-    reads = DeviceReads()
-    try:
-        with reads:
-            train_one_epoch(parts, TrainState(), batches(24, 4))
-    finally:
-        parts.logger.close()
+    reads = epoch_reads(parts)
     assert reads.count == 6 + 2 + 4, "\n".join(reads.where)
     assert parts.scaler.get_scale() == 2.0 ** 7
     assert "fp16 loss scaler skipped iteration 1 " in (tmp_path / "train.log").read_text()

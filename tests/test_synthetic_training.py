@@ -2,7 +2,6 @@
 two-class version (background moving left vs right: a camera pan), a tiny TSN-ResNet-18 with one RSA layer learns the
 motion, while the same network with 2D convolutions only (TSN) stays at chance, as the generator guarantees."""
 import pytest
-import torch
 
 from rsanet.config import load_config
 from rsanet.engine import run_training
@@ -23,13 +22,6 @@ TINY = [
     "runtime.log_interval=50",
 ]
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors; spinning threads on a shared 2-core machine only slow things down
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.slow

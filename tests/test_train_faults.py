@@ -32,12 +32,11 @@ SYNTHETIC = ["model.num_classes=2", "data.dataset=synthetic", "data.synthetic.cl
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    before, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
-    torch.set_num_threads(1)
+def _deterministic_flag():
+    """Runs that set runtime.deterministic do not leak it into other tests (one thread: conftest.py)."""
+    before = torch.are_deterministic_algorithms_enabled()
     yield
     torch.use_deterministic_algorithms(before)
-    torch.set_num_threads(threads)
 
 
 def synthetic_cfg(*opts):

@@ -22,7 +22,7 @@ from rsanet.config import Config, load_config
 from rsanet.models import build_model
 from rsanet.paper import ABLATIONS
 
-__all__ = ["count_params", "count_macs", "complexity", "ablation_rows", "format_table"]
+__all__ = ["count_params", "forward_macs", "count_macs", "complexity", "ablation_rows", "format_table"]
 
 
 def count_params(model: nn.Module) -> int:
@@ -30,20 +30,24 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def forward_macs(module: nn.Module, x: torch.Tensor) -> int:
+    """Multiply-accumulates of one eval-mode, no-grad forward of ``module`` on ``x``."""
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            module(x)
+    finally:
+        module.train(was_training)
+    return counter.get_total_flops() // 2  # the counter reports 2 FLOPs per multiply-accumulate
+
+
 def count_macs(model: nn.Module, frames: int, size: int = 224) -> int:
     """Multiply-accumulates of one eval-mode forward of a ``(1, 3, frames, size, size)`` clip.
 
     The input is created on the model's device (under an active FakeTensorMode it is a fake tensor).
     """
-    x = torch.zeros(1, 3, frames, size, size, device=next(model.parameters()).device)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(x)
-    finally:
-        model.train(was_training)
-    return counter.get_total_flops() // 2  # the counter reports 2 FLOPs per multiply-accumulate
+    return forward_macs(model, torch.zeros(1, 3, frames, size, size, device=next(model.parameters()).device))
 
 
 def complexity(cfg: Config, frames: int | None = None, size: int = 224, fake: bool = True) -> dict:

@@ -15,9 +15,9 @@ the total is larger than the ``layer`` level's time; the split is what this leve
 
 Each row also sets the layer beside what it replaces in RSANet-R50, TSN's frame-wise 3x3 conv at the same
 shape (C -> C over the B*T frames), profiled the same way: ``3x3 conv ms``, the layer's time and FLOPs as
-multiples of the conv's (``x time`` fwd+bwd; ``x FLOPs`` of the forward, counted by
-``torch.utils.flop_counter``, with a backward taken as twice its forward for both, the usual convention: the
-counter's formula for a grouped conv's weight gradient ignores the groups), and ``efficiency`` =
+multiples of the conv's (``x time`` fwd+bwd; ``x FLOPs`` of the forward, counted as
+:func:`rsanet.flops.forward_macs` counts, with a backward taken as twice its forward for both, the usual
+convention: torch's counter formula for a grouped conv's weight gradient ignores the groups), and ``efficiency`` =
 x FLOPs / x time, the layer's FLOP/s as a fraction of the dense conv's. A layer that ran at the conv's
 FLOP/s would cost ``x FLOPs`` times its time.
 """
@@ -29,6 +29,7 @@ import torch
 
 from rsanet.benchmark.common import device_name, resolve_device, synchronize
 from rsanet.benchmark.layer import STAGES
+from rsanet.flops import forward_macs
 
 __all__ = ["OPTIONS", "COLUMNS", "CATEGORIES", "run", "categorize"]
 
@@ -82,16 +83,6 @@ def _training_step(layer, x, grad, autocast: bool, device: torch.device):
     return step
 
 
-def _forward_flops(module, x, autocast: bool, device: torch.device) -> int:
-    """FLOPs of one forward of ``module`` on ``x``, counted by torch.utils.flop_counter."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            module(x)
-    return counter.get_total_flops()
-
-
 def _profile_case(step, repeats: int, device: torch.device) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
@@ -111,8 +102,8 @@ def _profile_case(step, repeats: int, device: torch.device) -> dict:
 
 
 class _Conv3x3:
-    """Profiled fwd+bwd time (ms) and FLOPs of TSN's 3x3 conv C -> C over ``frames`` frames of side s, by
-    (C, s, dtype), measured once each."""
+    """Profiled fwd+bwd time (ms) and forward MACs (rsanet.flops) of TSN's 3x3 conv C -> C over ``frames``
+    frames of side s, by (C, s, dtype), measured once each."""
 
     def __init__(self, frames: int, repeats: int, device: torch.device):
         self.frames, self.repeats, self.device, self.done = frames, repeats, device, {}
@@ -124,8 +115,8 @@ class _Conv3x3:
             x = torch.randn(self.frames, c, s, s, device=self.device, requires_grad=True)
             step = _training_step(conv, x, torch.randn(self.frames, c, s, s, device=self.device), dtype == "bf16",
                                   self.device)
-            flops = _forward_flops(conv, x, dtype == "bf16", self.device)
-            self.done[(c, s, dtype)] = (sum(_profile_case(step, self.repeats, self.device).values()), flops)
+            self.done[(c, s, dtype)] = (sum(_profile_case(step, self.repeats, self.device).values()),
+                                        forward_macs(conv, x))
         return self.done[(c, s, dtype)]
 
 
@@ -155,8 +146,8 @@ def run(batch: int = 1, frames: int = 8, stages: Sequence[str] = tuple(STAGES), 
                 step = _training_step(layer, x, torch.randn(batch, c, frames, s, s, device=dev), d == "bf16", dev)
                 cats = _profile_case(step, repeats, dev)
                 total = sum(cats.values())
-                conv_ms, conv_flops = conv3x3(c, s, d)
-                x_time, x_flops = total / conv_ms, _forward_flops(layer, x, d == "bf16", dev) / conv_flops
+                conv_ms, conv_macs = conv3x3(c, s, d)
+                x_time, x_flops = total / conv_ms, forward_macs(layer, x) / conv_macs
                 rows.append({"stage": stage, "C": c, "HxW": f"{s}x{s}", "T": frames, "B": batch, "dtype": d,
                              "memory": mode, **cats, "total ms": total, "3x3 conv ms": conv_ms, "x time": x_time,
                              "x FLOPs": x_flops, "efficiency": x_flops / x_time})
